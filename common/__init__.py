@@ -1,0 +1,1 @@
+"""Shared core of the stack: config, wire format, stream names, Redis access, the embedded server."""

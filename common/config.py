@@ -1,0 +1,341 @@
+"""One pydantic model for the whole stack, loaded from one YAML file.
+
+Errors name the field and its YAML line. Deployment overrides come from the environment: ``REDIS_URL``, and
+``STREAMYOLO__SECTION__FIELD=value`` for any field (the value is parsed as YAML, so lists and numbers work).
+Relative paths in the file are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from common.keys import STREAM_NAME_PATTERN
+
+ENV_PREFIX = "STREAMYOLO__"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``problems`` holds one line per error, each naming field and line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if base is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+Name = Annotated[str, Field(pattern=STREAM_NAME_PATTERN, description="Letters, digits, '_', '.', '-'.")]
+StreamPatterns = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=128)]],
+    Field(min_length=1, description="Stream names or glob patterns (fnmatch: *, ?, [abc])."),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------------- redis
+class EmbeddedServerConfig(_Strict):
+    socket_dir: ConfigPath | None = Field(
+        None, description="Folder for the embedded server's unix socket; default: a per-user runtime folder."
+    )
+    maxmemory_mb: int = Field(1024, ge=16, le=1_048_576, description="maxmemory of the embedded server.")
+    appendonly: bool = Field(False, description="Keep an AOF so pending lists survive a server crash.")
+
+
+class RedisConfig(_Strict):
+    url: str | None = Field(
+        None,
+        description="redis://, rediss:// or unix:// URL (password in the URL). None: start an embedded server.",
+    )
+    socket_timeout_s: float = Field(
+        30.0, ge=1, le=3600, description="Socket timeout; must exceed every blocking read (block_ms)."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, le=300, description="Timeout of one connection attempt.")
+    retries: int = Field(6, ge=0, le=100, description="Retries with exponential backoff on connection errors.")
+    embedded: EmbeddedServerConfig = Field(default_factory=EmbeddedServerConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+
+class StreamsConfig(_Strict):
+    prefix: str = Field(
+        "yolo", pattern=r"^[A-Za-z0-9_.\-{}]{1,64}$", description="Key prefix; one Redis can host many stacks."
+    )
+    frames_maxlen: int = Field(2000, ge=10, le=10_000_000, description="Approximate cap of each frames stream.")
+    results_maxlen: int = Field(
+        10_000, ge=10, le=10_000_000, description="Approximate cap of each results stream."
+    )
+    dead_maxlen: int = Field(10_000, ge=10, le=10_000_000, description="Approximate cap of the dead-letter stream.")
+
+
+# ---------------------------------------------------------------------------------------------------- ingest
+class SyntheticSourceConfig(_Strict):
+    kind: Literal["synthetic"] = "synthetic"
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Same seed, same frames.")
+    width: int = Field(640, ge=32, le=8192, description="Frame width in pixels.")
+    height: int = Field(480, ge=32, le=8192, description="Frame height in pixels.")
+    fps: float = Field(10.0, gt=0, le=1000, description="Frame rate of the simulated camera.")
+    shapes: int = Field(3, ge=0, le=32, description="Number of moving shapes.")
+    realtime: bool = Field(True, description="Pace frames at fps; false produces them as fast as possible.")
+
+
+class FileSourceConfig(_Strict):
+    kind: Literal["file"] = "file"
+    path: ConfigPath = Field(description="Video file readable by OpenCV/FFmpeg.")
+    loop: bool = Field(False, description="Start over at the end of the file instead of finishing.")
+    realtime: bool = Field(False, description="Pace frames at the file's own frame rate.")
+
+
+SourceConfig = Annotated[SyntheticSourceConfig | FileSourceConfig, Field(discriminator="kind")]
+
+
+class CameraConfig(_Strict):
+    name: Name = Field(description="Stream name; part of the Redis keys.")
+    source: SourceConfig
+    every_n: int = Field(1, ge=1, le=10_000, description="Publish every n-th frame read from the source.")
+    max_side: int = Field(640, ge=32, le=8192, description="Resize so the longer side is at most this.")
+    encoding: Literal["jpeg", "bgr8"] = Field("jpeg", description="jpeg, or raw BGR for small frames.")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality.")
+
+
+class IngestConfig(_Strict):
+    cameras: list[CameraConfig] = Field(default_factory=list, max_length=4096, description="One per stream.")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        _check_unique([c.name for c in cameras], "camera")
+        return cameras
+
+
+# ---------------------------------------------------------------------------------------------------- detector
+class ModelConfig(_Strict):
+    weights: ConfigPath | None = Field(
+        None, description="TrainYourOwnYOLO weights (.h5). None: random weights, for smoke tests only."
+    )
+    anchors: ConfigPath | None = Field(
+        None, description="Anchors file (9 pairs: YOLOv3, 6: tiny). None: keras-yolo3's defaults."
+    )
+    classes: ConfigPath | list[str] = Field(description="Classes file, or the class names in index order.")
+    architecture: Literal["auto", "yolov3", "tiny"] = Field(
+        "auto", description="auto: from the anchor count (6: tiny), else yolov3."
+    )
+    input_size: int = Field(416, ge=32, le=2048, multiple_of=32, description="Network input side, pixels.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random weights when weights is None.")
+
+
+class TensorFlowEngineConfig(_Strict):
+    kind: Literal["tensorflow"] = "tensorflow"
+    hush: bool = Field(True, description="Silence TensorFlow's and absl's start-up logging.")
+
+
+EngineConfig = Annotated[TensorFlowEngineConfig, Field(discriminator="kind")]
+
+
+class PoolConfig(_Strict):
+    name: Name = Field(description="Pool name; one consumer group on the frames streams.")
+    streams: StreamPatterns = ["*"]
+    model: ModelConfig
+    engine: EngineConfig = Field(default_factory=TensorFlowEngineConfig)
+    replicas: int = Field(1, ge=1, le=256, description="Processes the local launcher starts for this pool.")
+    max_batch: int = Field(8, ge=1, le=1024, description="Most frames in one inference batch.")
+    block_ms: int = Field(1000, ge=1, le=600_000, description="Longest blocking read on the frames streams.")
+    score_threshold: float = Field(0.3, ge=0, le=1, description="Keep detections scoring at least this.")
+    iou_threshold: float = Field(0.45, gt=0, le=1, description="Per-class NMS IoU threshold.")
+    max_per_class: int = Field(20, ge=1, le=10_000, description="Most boxes kept per class.")
+    ignore_labels: list[str] = Field(default_factory=list, description="Labels never published.")
+    max_deliveries: int = Field(3, ge=1, le=1000, description="Deliveries before a frame is dead-lettered.")
+    claim_idle_ms: int = Field(
+        30_000, ge=100, le=86_400_000, description="Claim frames a crashed replica left pending this long."
+    )
+    rescan_s: float = Field(5.0, gt=0, le=3600, description="How often stream patterns are re-resolved.")
+
+
+class DetectorConfig(_Strict):
+    pools: list[PoolConfig] = Field(default_factory=list, max_length=64, description="Detector pools.")
+
+    @field_validator("pools")
+    @classmethod
+    def _unique(cls, pools: list[PoolConfig]) -> list[PoolConfig]:
+        _check_unique([p.name for p in pools], "pool")
+        return pools
+
+
+# ---------------------------------------------------------------------------------------------------- sinks
+class JsonlSinkConfig(_Strict):
+    kind: Literal["jsonl"] = "jsonl"
+    name: Name = Field(description="Sink name; one consumer group on the results streams.")
+    path: ConfigPath = Field(description="File the results are appended to, one JSON object a line.")
+    streams: StreamPatterns = ["*"]
+    block_ms: int = Field(1000, ge=1, le=600_000, description="Longest blocking read on the results streams.")
+    batch: int = Field(100, ge=1, le=10_000, description="Most results read at once per stream.")
+    max_deliveries: int = Field(3, ge=1, le=1000, description="Deliveries before a result is dead-lettered.")
+    claim_idle_ms: int = Field(30_000, ge=100, le=86_400_000, description="Claim results idle this long.")
+    rescan_s: float = Field(5.0, gt=0, le=3600, description="How often stream patterns are re-resolved.")
+
+
+SinkConfig = Annotated[JsonlSinkConfig, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------------------------------------------- stack
+class StackConfig(_Strict):
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    streams: StreamsConfig = Field(default_factory=StreamsConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    sinks: list[SinkConfig] = Field(default_factory=list, max_length=64)
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique(cls, sinks: list[SinkConfig]) -> list[SinkConfig]:
+        _check_unique([s.name for s in sinks], "sink")
+        return sinks
+
+    @model_validator(mode="after")
+    def _timeouts_exceed_blocking(self) -> Self:
+        # redis-py silently re-sends a blocking read that outlives socket_timeout; forbid that setup.
+        longest = max([p.block_ms for p in self.detector.pools] + [s.block_ms for s in self.sinks], default=0)
+        if longest >= self.redis.socket_timeout_s * 1000:
+            raise ValueError(
+                f"redis.socket_timeout_s ({self.redis.socket_timeout_s}) must exceed the longest block_ms "
+                f"({longest} ms): raise socket_timeout_s or lower block_ms"
+            )
+        return self
+
+    def pool(self, name: str) -> PoolConfig:
+        for p in self.detector.pools:
+            if p.name == name:
+                return p
+        raise KeyError(f"no detector pool named {name!r}; pools: {[p.name for p in self.detector.pools]}")
+
+    def sink(self, name: str) -> SinkConfig:
+        for s in self.sinks:
+            if s.name == name:
+                return s
+        raise KeyError(f"no sink named {name!r}; sinks: {[s.name for s in self.sinks]}")
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise ValueError(f"duplicate {what} names: {', '.join(dupes)}")
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> StackConfig:
+    """Read, override from the environment, and validate; raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    return parse_config(text, source=str(path), base_dir=path.resolve().parent, environ=environ)
+
+
+def parse_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> StackConfig:
+    """Validate YAML text; every error line reads ``source:LINE: field.path: message``."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text) if root is not None else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}:1: the file must be a YAML mapping (redis:, streams:, ingest: ...)"])
+    overridden = _apply_env(data, os.environ if environ is None else environ)
+    try:
+        return StackConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError([_describe(err, root, source, overridden) for err in exc.errors()]) from None
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Apply overrides in place; returns which field paths came from which variable."""
+    overrides: dict[tuple[str, ...], str] = {}
+    if environ.get("REDIS_URL"):
+        overrides[("redis", "url")] = "REDIS_URL"
+        _set(data, ("redis", "url"), environ["REDIS_URL"])
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            fields = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            overrides[fields] = name
+            _set(data, fields, yaml.safe_load(value))
+    return overrides
+
+
+def _set(data: dict[str, Any], fields: tuple[str, ...], value: Any) -> None:
+    node = data
+    for field in fields[:-1]:
+        child = node.get(field)
+        if not isinstance(child, dict):
+            child = node[field] = {}
+        node = child
+    node[fields[-1]] = value
+
+
+def _describe(err: Mapping[str, Any], root: yaml.Node | None, source: str, env: dict[tuple[str, ...], str]) -> str:
+    loc: Sequence[Any] = err["loc"]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "<root>"
+    message = err["msg"]
+    if err.get("type") not in ("missing", "extra_forbidden") and "input" in err:
+        shown = repr(err["input"])
+        message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    for fields, variable in env.items():
+        if tuple(str(p) for p in loc[: len(fields)]) == fields:
+            return f"environment {variable}: {field}: {message}"
+    return f"{source}:{_line_of(root, loc)}: {field}: {message}"
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int:
+    """1-based line of the deepest YAML node along a pydantic error location."""
+    line = 1 if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if match is None:
+                # Union tags ('synthetic') are not in the file, and a missing key points at its parent.
+                continue
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            continue
+        line = node.start_mark.line + 1
+    return line

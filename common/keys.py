@@ -1,0 +1,68 @@
+"""Every Redis key name the stack uses, in one place.
+
+Keys live under a configurable prefix so one Redis can host several stacks:
+``{prefix}:frames:{stream}``, ``{prefix}:results:{stream}`` and ``{prefix}:dead``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+# Stream (camera) names become part of key names: keep them free of ':' and glob characters.
+STREAM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+_STREAM_NAME = re.compile(STREAM_NAME_PATTERN)
+
+
+def valid_stream_name(name: str) -> bool:
+    """True when ``name`` can be used as a camera/stream name."""
+    return bool(_STREAM_NAME.match(name))
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one stack (one prefix)."""
+
+    prefix: str
+
+    def frames(self, stream: str) -> str:
+        return f"{self.prefix}:frames:{stream}"
+
+    def results(self, stream: str) -> str:
+        return f"{self.prefix}:results:{stream}"
+
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:dead"
+
+    def frames_pattern(self) -> str:
+        """SCAN MATCH pattern for every frames key of this stack."""
+        return f"{_escape_glob(self.prefix)}:frames:*"
+
+    def results_pattern(self) -> str:
+        return f"{_escape_glob(self.prefix)}:results:*"
+
+    def stream_of(self, key: str) -> str:
+        """The stream name inside a frames or results key."""
+        for kind in ("frames", "results"):
+            head = f"{self.prefix}:{kind}:"
+            if key.startswith(head):
+                return key[len(head) :]
+        raise ValueError(f"{key!r} is not a frames or results key of prefix {self.prefix!r}")
+
+    def detector_group(self, pool: str) -> str:
+        """Consumer group of a detector pool on the frames streams."""
+        return f"detector:{pool}"
+
+    def sink_group(self, sink: str) -> str:
+        """Consumer group of a sink on the results streams."""
+        return f"sink:{sink}"
+
+
+def matches(stream: str, patterns: list[str]) -> bool:
+    """True when a stream name matches any of the glob patterns (case-sensitive)."""
+    return any(fnmatch.fnmatchcase(stream, p) for p in patterns)
+
+
+def _escape_glob(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)

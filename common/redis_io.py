@@ -1,0 +1,289 @@
+"""Redis access: connections, consumer groups, claiming, dead letters, publish-and-ack.
+
+Worker loops see only :class:`GroupReader` (read / ack / dead-letter / publish-and-ack) and never a Redis error:
+connection loss is retried with backoff here, a lost consumer group (server restarted without persistence) is
+recreated here, entries trimmed away while pending are acked and skipped here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from common.config import RedisConfig
+from common.keys import matches
+from common.wire import FIELD
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
+
+
+def connect(url: str, cfg: RedisConfig | None = None) -> redis.Redis:
+    """A client for redis://, rediss:// or unix:// URLs, with retries and a socket timeout above any BLOCK."""
+    cfg = cfg or RedisConfig()
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=cfg.socket_timeout_s,
+        socket_connect_timeout=cfg.connect_timeout_s,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), cfg.retries),
+        retry_on_error=list(TRANSIENT_ERRORS),
+        health_check_interval=30,
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry handed to a consumer. ``payload`` is the wire message; ``deliveries`` counts this one."""
+
+    key: str
+    id: str
+    payload: bytes | None
+    deliveries: int = 1
+
+
+@dataclass
+class ReaderStats:
+    read: int = 0
+    redelivered: int = 0
+    claimed: int = 0
+    trimmed: int = 0
+    dead_lettered: int = 0
+    redis_errors: int = 0
+    groups_recreated: int = 0
+
+
+@dataclass
+class GroupReader:
+    """One consumer of one consumer group over the stream keys that match some patterns.
+
+    A restarted consumer (same name) first re-reads its own pending entries; entries other consumers left idle
+    for ``claim_idle_ms`` are claimed; an entry delivered more than ``max_deliveries`` times is dead-lettered.
+    """
+
+    client: redis.Redis
+    group: str
+    consumer: str
+    discover: Callable[[], list[str]]
+    """Returns the stream keys to read now (called every ``rescan_s``)."""
+    dead_key: str
+    dead_maxlen: int = 10_000
+    block_ms: int = 1000
+    count: int = 8
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 3
+    rescan_s: float = 5.0
+    payload_field: str = FIELD
+    stats: ReaderStats = field(default_factory=ReaderStats)
+    _keys: list[str] = field(default_factory=list)
+    _backlog: set[str] = field(default_factory=set)
+    _next_scan: float = 0.0
+    _next_claim: float = 0.0
+    _backoff_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -------------------------------------------------------------------------------------------- reading
+    def read(self, wait: bool = True) -> list[Entry]:
+        """The next entries: own pending first, then claimed idle ones, then new ones (blocking up to block_ms).
+
+        Never raises on Redis trouble: it logs, backs off and returns an empty list.
+        """
+        try:
+            entries = self._read_once(wait)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("consumer group %s is gone (server restarted?): recreating it", self.group)
+            self.stats.groups_recreated += 1
+            self._next_scan = 0.0
+            self._keys = []
+            return []
+        except TRANSIENT_ERRORS as exc:
+            self.stats.redis_errors += 1
+            self._backoff_s = min(max(self._backoff_s * 2, 0.1), 5.0)
+            log.warning("redis unavailable (%s); retrying in %.1f s", exc, self._backoff_s)
+            time.sleep(self._backoff_s)
+            return []
+        self._backoff_s = 0.0
+        return self._screen(entries)
+
+    def _read_once(self, wait: bool) -> list[Entry]:
+        now = time.monotonic()
+        if now >= self._next_scan:
+            self._rescan()
+            self._next_scan = now + self.rescan_s
+        if not self._keys:
+            if wait:
+                time.sleep(min(self.block_ms / 1000, self.rescan_s))
+            return []
+        if self._backlog:
+            return self._read_own_pending()
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_idle_ms / 2000
+            claimed = self._claim_idle()
+            if claimed:
+                return claimed
+        reply = self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            dict.fromkeys(self._keys, ">"),
+            count=self.count,
+            block=self.block_ms if wait else None,
+        )
+        return [Entry(k, i, p) for k, i, p in _flatten(reply, self.payload_field)]
+
+    def _read_own_pending(self) -> list[Entry]:
+        key = next(iter(sorted(self._backlog)))
+        reply = self.client.xreadgroup(self.group, self.consumer, {key: "0"}, count=self.count)
+        found = list(_flatten(reply, self.payload_field))
+        if not found:
+            self._backlog.discard(key)
+            return []
+        self.stats.redelivered += len(found)
+        return self._with_deliveries(key, [(i, p) for _, i, p in found])
+
+    def _claim_idle(self) -> list[Entry]:
+        out: list[Entry] = []
+        for key in self._keys:
+            reply = self.client.xautoclaim(key, self.group, self.consumer, self.claim_idle_ms, "0-0", self.count)
+            found = [(_text(i), _payload(f, self.payload_field)) for i, f in reply[1] if i is not None]
+            if found:
+                self.stats.claimed += len(found)
+                log.info("claimed %d idle entries of %s for %s", len(found), key, self.consumer)
+                out.extend(self._with_deliveries(key, found))
+        return out
+
+    def _with_deliveries(self, key: str, found: Sequence[tuple[str, bytes | None]]) -> list[Entry]:
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, _ in found:
+            pipe.xpending_range(key, self.group, min=entry_id, max=entry_id, count=1)
+        counts = {_text(p[0]["message_id"]): int(p[0]["times_delivered"]) for p in pipe.execute() if p}
+        return [Entry(key, i, p, counts.get(i, 1)) for i, p in found]
+
+    def _screen(self, entries: list[Entry]) -> list[Entry]:
+        """Ack entries trimmed while pending; dead-letter entries past the delivery limit."""
+        keep: list[Entry] = []
+        for e in entries:
+            if e.payload is None:
+                self.stats.trimmed += 1
+                self.ack([e])
+            elif e.deliveries > self.max_deliveries:
+                self.dead_letter(e, f"delivered {e.deliveries} times (max_deliveries={self.max_deliveries})")
+            else:
+                keep.append(e)
+        self.stats.read += len(keep)
+        return keep
+
+    def _rescan(self) -> None:
+        keys = sorted(set(self.discover()))
+        new = [k for k in keys if k not in self._keys]
+        for key in new:
+            ensure_group(self.client, key, self.group)
+        self._backlog.update(new)  # a restarted consumer finds its own pending entries here
+        self._keys = keys
+
+    # -------------------------------------------------------------------------------------------- writing
+    def ack(self, entries: Iterable[Entry]) -> None:
+        by_key: dict[str, list[str]] = {}
+        for e in entries:
+            by_key.setdefault(e.key, []).append(e.id)
+        if by_key:
+            pipe = self.client.pipeline(transaction=False)
+            for key, ids in by_key.items():
+                pipe.xack(key, self.group, *ids)
+            self._execute(pipe)
+
+    def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Move an entry to the dead-letter stream with the reason, and ack it, atomically."""
+        log.warning("dead-lettering %s %s: %s", entry.key, entry.id, reason)
+        fields: dict[str, Any] = {
+            "origin": entry.key,
+            "id": entry.id,
+            "group": self.group,
+            "consumer": self.consumer,
+            "deliveries": entry.deliveries,
+            "reason": reason,
+            "ts": f"{time.time():.3f}",
+            "payload": entry.payload or b"",
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.dead_key, fields, maxlen=self.dead_maxlen, approximate=True)
+        pipe.xack(entry.key, self.group, entry.id)
+        self._execute(pipe)
+        self.stats.dead_lettered += 1
+
+    def publish_and_ack(self, messages: Sequence[tuple[str, bytes, int]], done: Sequence[Entry]) -> None:
+        """XADD every (key, payload, maxlen) and XACK the entries they answer, in one MULTI/EXEC."""
+        pipe = self.client.pipeline(transaction=True)
+        for key, payload, maxlen in messages:
+            pipe.xadd(key, {self.payload_field: payload}, maxlen=maxlen, approximate=True)
+        for e in done:
+            pipe.xack(e.key, self.group, e.id)
+        self._execute(pipe)
+
+    def _execute(self, pipe: Any) -> None:
+        # Writes must not be lost to a blip: retry until the server answers (the caller's deadline bounds us).
+        delay = 0.1
+        while True:
+            try:
+                with self._lock:
+                    pipe.execute()
+                return
+            except TRANSIENT_ERRORS as exc:
+                self.stats.redis_errors += 1
+                log.warning("redis write failed (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def ensure_group(client: redis.Redis, key: str, group: str, start_id: str = "0") -> bool:
+    """Create a consumer group (and the stream); True if created, False if it existed (BUSYGROUP)."""
+    try:
+        client.xgroup_create(key, group, id=start_id, mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return False
+        raise
+    return True
+
+
+def stream_keys(client: redis.Redis, pattern: str, head: str, names: Sequence[str]) -> list[str]:
+    """Keys ``head + name`` for every literal name, and for every existing key under ``pattern`` whose name
+    matches one of the glob ``names``."""
+    literal = [n for n in names if not any(c in n for c in "*?[")]
+    found = {head + n for n in literal}
+    if len(literal) < len(names):
+        for raw in client.scan_iter(match=pattern, count=1000, _type="stream"):
+            key = _text(raw)
+            if matches(key[len(head) :], list(names)):
+                found.add(key)
+    return sorted(found)
+
+
+def _payload(fields: Any, name: str) -> bytes | None:
+    if not fields:
+        return None
+    value = fields.get(name.encode(), fields.get(name))
+    return value.encode() if isinstance(value, str) else value
+
+
+def _flatten(reply: Any, name: str) -> Iterable[tuple[str, str, bytes | None]]:
+    """(key, id, payload) from an XREADGROUP reply (RESP2: [[key, [(id, fields), ...]], ...])."""
+    for key, entries in reply or ():
+        for entry_id, fields in entries:
+            yield _text(key), _text(entry_id), _payload(fields, name)

@@ -1,0 +1,129 @@
+"""The wire format: versioned msgpack messages carried in one field of a Redis stream entry.
+
+Every entry holds a single field, ``msg``, whose value is a msgpack map with a version ``v`` and a ``type``.
+msgpack is readable from any language (redis-cli shows the bytes; Node.js, Go and Rust have decoders), so outside
+clients can subscribe to the result streams. Nothing here ever unpickles.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+VERSION = 1
+FIELD = "msg"
+"""The one field of a stream entry that carries the message."""
+
+MAX_SIDE = 16384
+
+
+class WireError(ValueError):
+    """A message that cannot be decoded: malformed, of an unknown version, or of the wrong type or schema."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str]
+
+
+Pixels = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+
+
+class Frame(_Message):
+    """One sampled camera frame."""
+
+    kind: ClassVar[str] = "frame"
+
+    stream: str = Field(min_length=1, max_length=128, description="Camera/stream name.")
+    seq: int = Field(ge=0, description="Per-stream sequence number of the sampled frame, from 0.")
+    capture_ts: float = Field(gt=0, description="Capture time, UNIX seconds.")
+    width: Pixels = Field(description="Original frame width, before any resize.")
+    height: Pixels = Field(description="Original frame height, before any resize.")
+    encoding: Literal["jpeg", "bgr8"] = Field(description="jpeg, or raw 8-bit BGR pixels row by row.")
+    image_width: Pixels = Field(description="Width of the image carried in data (after resize).")
+    image_height: Pixels = Field(description="Height of the image carried in data (after resize).")
+    data: bytes = Field(min_length=1, description="The encoded image.")
+
+
+Box = tuple[float, float, float, float]
+
+
+class Detection(BaseModel):
+    """One detected object; the box is (xmin, ymin, xmax, ymax) in original-frame pixels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str
+    class_id: int = Field(ge=0)
+    score: float = Field(ge=0, le=1)
+    box: Box
+
+
+class Timings(BaseModel):
+    """Where a frame's time went, in milliseconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue_ms: float = Field(ge=0, description="Capture until the detector picked the frame up.")
+    decode_ms: float = Field(ge=0, description="Image decode and letterbox.")
+    inference_ms: float = Field(ge=0, description="Model time of the batch divided by the batch size.")
+    postprocess_ms: float = Field(ge=0, description="Box decoding and NMS.")
+    end_to_end_ms: float = Field(ge=0, description="Capture until the result was published.")
+
+
+class Result(_Message):
+    """Detections for one frame, published on the frame's result stream."""
+
+    kind: ClassVar[str] = "result"
+
+    frame_id: str = Field(min_length=3, description="Redis entry id of the frame.")
+    stream: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=0)
+    capture_ts: float = Field(gt=0)
+    width: Pixels
+    height: Pixels
+    pool: str = Field(description="Detector pool (consumer group) that produced it.")
+    replica: str = Field(description="Detector replica (consumer) that produced it.")
+    engine: str
+    device: str
+    batch_size: int = Field(ge=1)
+    published_ts: float = Field(gt=0)
+    timings: Timings
+    detections: list[Detection]
+
+
+M = TypeVar("M", bound=_Message)
+
+
+def encode(message: _Message) -> bytes:
+    """Pack a message for the ``msg`` field of a stream entry."""
+    body: dict[str, Any] = {"v": VERSION, "type": message.kind, **message.model_dump()}
+    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode(raw: bytes | None, expected: type[M]) -> M:
+    """Unpack and validate one message; every failure is a :class:`WireError` saying what is wrong."""
+    if raw is None:
+        raise WireError(f"entry has no '{FIELD}' field")
+    try:
+        body = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise WireError(f"not a msgpack message: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError(f"message is a {type(body).__name__}, expected a map")
+    version = body.pop("v", None)
+    if version != VERSION:
+        raise WireError(f"unknown message version {version!r} (this build reads version {VERSION})")
+    kind = body.pop("type", None)
+    if kind != expected.kind:
+        raise WireError(f"message type is {kind!r}, expected {expected.kind!r}")
+    try:
+        return expected.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise WireError(f"bad {kind}: {problems}") from None
+

@@ -1,0 +1,41 @@
+"""Shared fixtures: a real Redis-compatible server for the session, unique key prefixes, small configs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.embedded import EmbeddedServer
+from common.redis_io import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server at REDIS_URL when set, else an embedded valkey started for this test session."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with EmbeddedServer(tmp_path_factory.mktemp("valkey") / "v.sock") as server:
+        yield server.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of its own for every test, so tests never see each other's streams on a shared server."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def client(server_url: str, prefix: str) -> Iterator[redis.Redis]:
+    c = connect(server_url)
+    yield c
+    for key in c.scan_iter(match=f"{prefix}:*"):
+        c.delete(key)
+    c.close()

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from common.config import ConfigError, load_config, parse_config
+from tests.conftest import ROOT
+
+GOOD = textwrap.dedent(
+    """\
+    redis:
+      url: redis://127.0.0.1:6379/0
+    streams: {prefix: lab}
+    ingest:
+      cameras:
+        - name: door
+          source: {kind: file, path: videos/door.mp4, loop: true}
+        - name: yard
+          source: {kind: synthetic, seed: 3}
+          every_n: 2
+    detector:
+      pools:
+        - name: main
+          streams: ["door", "y*"]
+          model: {classes: names.txt, weights: model/w.h5}
+    sinks:
+      - {kind: jsonl, name: log, path: out/results.jsonl}
+    """
+)
+
+
+def errors(text: str, **kw: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="stack.yaml", **kw)  # type: ignore[arg-type]
+    return info.value.problems
+
+
+def test_a_full_config_loads_with_paths_resolved_against_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "stack.yaml"
+    path.write_text(GOOD)
+    cfg = load_config(path, environ={})
+    assert cfg.redis.url == "redis://127.0.0.1:6379/0"
+    assert [c.name for c in cfg.ingest.cameras] == ["door", "yard"]
+    assert cfg.ingest.cameras[0].source.path == tmp_path / "videos/door.mp4"  # type: ignore[union-attr]
+    assert cfg.ingest.cameras[1].every_n == 2
+    pool = cfg.pool("main")
+    assert pool.model.classes == tmp_path / "names.txt"
+    assert pool.model.weights == tmp_path / "model/w.h5"
+    assert pool.engine.kind == "tensorflow"
+    assert cfg.sink("log").path == tmp_path / "out/results.jsonl"
+
+
+def test_an_empty_file_is_a_valid_stack_with_defaults() -> None:
+    cfg = parse_config("", environ={})
+    assert cfg.redis.url is None
+    assert cfg.streams.prefix == "yolo"
+
+
+def test_each_error_names_the_field_and_its_line() -> None:
+    bad = GOOD.replace("every_n: 2", "every_n: 0").replace("{prefix: lab}", "{prefix: lab, colour: red}")
+    problems = errors(bad, environ={})
+    assert "stack.yaml:10: ingest.cameras[1].every_n: Input should be greater than or equal to 1 (got 0)" in problems
+    assert "stack.yaml:3: streams.colour: Extra inputs are not permitted" in problems
+    assert len(problems) == 2
+
+
+def test_a_missing_field_points_at_its_parent_and_an_unknown_kind_is_named() -> None:
+    text = "detector:\n  pools:\n    - name: p\n      engine: {kind: onnx}\n"
+    problems = errors(text, environ={})
+    assert any(p.startswith("stack.yaml:3: detector.pools[0].model: Field required") for p in problems)
+    assert any("stack.yaml:4: detector.pools[0].engine" in p and "onnx" in p for p in problems)
+
+
+def test_yaml_syntax_errors_and_non_mappings_are_config_errors() -> None:
+    assert errors("redis:\n  url: [unclosed\n", environ={})[0].startswith("stack.yaml:3: not valid YAML")
+    assert errors("- a list\n", environ={})[0].startswith("stack.yaml:1: the file must be a YAML mapping")
+
+
+def test_socket_timeout_must_exceed_every_blocking_read() -> None:
+    text = GOOD.replace("model: {classes", "block_ms: 40000\n      model: {classes")
+    assert any("socket_timeout_s (30.0) must exceed the longest block_ms (40000 ms)" in p for p in errors(text, environ={}))
+
+
+def test_duplicate_names_are_refused() -> None:
+    text = GOOD.replace("name: yard", "name: door")
+    assert any("duplicate camera names: door" in p for p in errors(text, environ={}))
+
+
+def test_environment_overrides_the_file() -> None:
+    env = {"REDIS_URL": "unix:///run/redis.sock", "STREAMYOLO__STREAMS__FRAMES_MAXLEN": "500"}
+    cfg = parse_config(GOOD, environ=env)
+    assert cfg.redis.url == "unix:///run/redis.sock"
+    assert cfg.streams.frames_maxlen == 500
+
+
+def test_a_bad_environment_override_names_the_variable() -> None:
+    problems = errors(GOOD, environ={"STREAMYOLO__STREAMS__FRAMES_MAXLEN": "-3"})
+    assert problems == [
+        "environment STREAMYOLO__STREAMS__FRAMES_MAXLEN: streams.frames_maxlen: "
+        "Input should be greater than or equal to 10 (got -3)"
+    ]
+
+
+def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("service", ["ingest", "detector", "sink"])
+def test_check_config_exits_2_with_one_line_per_error_and_0_when_valid(service: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("streams:\n  prefix: ok\n  frames_maxlen: 1\n")
+    run = subprocess.run(
+        [sys.executable, "-m", service, "--config", str(bad), "--check-config"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert f"config error: {bad}:3: streams.frames_maxlen: Input should be greater than or equal to 10" in run.stderr
+    good = subprocess.run(
+        [sys.executable, "-m", service, "--config", str(ROOT / "compose/local.yaml"), "--check-config"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "OK" in good.stdout
+
+
+@pytest.mark.parametrize("service", ["ingest", "detector", "sink", "common.launcher"])
+def test_every_service_has_help(service: str) -> None:
+    run = subprocess.run([sys.executable, "-m", service, "--help"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60, check=False)
+    assert run.returncode == 0
+    assert "--config" in run.stdout
