@@ -91,7 +91,8 @@ class GroupReader:
     payload_field: str = FIELD
     stats: ReaderStats = field(default_factory=ReaderStats)
     _keys: list[str] = field(default_factory=list)
-    _backlog: set[str] = field(default_factory=set)
+    _backlog: dict[str, str] = field(default_factory=dict)
+    """Keys whose own pending entries are still to re-read, with the id read up to."""
     _next_scan: float = 0.0
     _next_claim: float = 0.0
     _backoff_s: float = 0.0
@@ -148,12 +149,13 @@ class GroupReader:
         return [Entry(k, i, p) for k, i, p in _flatten(reply, self.payload_field)]
 
     def _read_own_pending(self) -> list[Entry]:
-        key = next(iter(sorted(self._backlog)))
-        reply = self.client.xreadgroup(self.group, self.consumer, {key: "0"}, count=self.count)
+        key, after = next(iter(self._backlog.items()))
+        reply = self.client.xreadgroup(self.group, self.consumer, {key: after}, count=self.count)
         found = list(_flatten(reply, self.payload_field))
         if not found:
-            self._backlog.discard(key)
+            del self._backlog[key]
             return []
+        self._backlog[key] = found[-1][1]
         self.stats.redelivered += len(found)
         return self._with_deliveries(key, [(i, p) for _, i, p in found])
 
@@ -194,7 +196,7 @@ class GroupReader:
         new = [k for k in keys if k not in self._keys]
         for key in new:
             ensure_group(self.client, key, self.group)
-        self._backlog.update(new)  # a restarted consumer finds its own pending entries here
+        self._backlog.update(dict.fromkeys(new, "0"))  # a restarted consumer finds its own pending entries here
         self._keys = keys
 
     # -------------------------------------------------------------------------------------------- writing

@@ -1,0 +1,188 @@
+"""GroupReader and friends against a real server: blocking reads, restarts, claims, trims, dead letters."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.config import RedisConfig
+from common.embedded import EmbeddedServer
+from common.keys import Keys
+from common.redis_io import GroupReader, connect, ensure_group, stream_keys
+
+pytestmark = pytest.mark.contract
+
+
+def reader(client: redis.Redis, prefix: str, consumer: str = "c1", **kw: object) -> GroupReader:
+    keys = Keys(prefix)
+    options: dict[str, object] = dict(block_ms=200, count=10, rescan_s=0.05)
+    options.update(kw)
+    return GroupReader(
+        client,
+        group="detector:p",
+        consumer=consumer,
+        discover=lambda: stream_keys(client, keys.frames_pattern(), keys.frames(""), ["*"]),
+        dead_key=keys.dead_letters(),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def push(client: redis.Redis, prefix: str, stream: str, *payloads: bytes) -> list[str]:
+    return [client.xadd(Keys(prefix).frames(stream), {"msg": p}).decode() for p in payloads]
+
+
+def drain(r: GroupReader, rounds: int = 5) -> list[tuple[str, bytes | None, int]]:
+    out = []
+    for _ in range(rounds):
+        out += [(e.id, e.payload, e.deliveries) for e in r.read()]
+    return out
+
+
+def test_new_entries_are_read_once_and_acked(client: redis.Redis, prefix: str) -> None:
+    ids = push(client, prefix, "a", b"1", b"2") + push(client, prefix, "b", b"3")
+    r = reader(client, prefix)
+    got = drain(r)
+    assert sorted(i for i, _, _ in got) == sorted(ids)
+    assert {d for _, _, d in got} == {1}
+    key = Keys(prefix).frames("a")
+    assert client.xpending(key, "detector:p")["pending"] == 2
+    r2 = reader(client, prefix)  # the same consumer restarted: its pending entries come back first
+    again = drain(r2)
+    assert sorted(i for i, _, _ in again) == sorted(ids)
+    assert {d for _, _, d in again} == {2}
+
+
+def test_acked_entries_never_come_back(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", b"1", b"2")
+    r = reader(client, prefix)
+    entries = []
+    for _ in range(3):
+        entries += r.read()
+    r.ack(entries)
+    assert client.xpending(Keys(prefix).frames("a"), "detector:p")["pending"] == 0
+    assert drain(reader(client, prefix)) == []
+
+
+def test_a_blocking_read_with_nothing_to_read_returns_empty(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", b"1")
+    r = reader(client, prefix, block_ms=300)
+    assert len(drain(r, 3)) == 1
+    assert r.read() == []  # blocked for block_ms under a socket timeout well above it: no error, no re-send
+
+
+def test_entries_a_crashed_consumer_left_idle_are_claimed(client: redis.Redis, prefix: str) -> None:
+    ids = push(client, prefix, "a", b"1", b"2")
+    dead = reader(client, prefix, consumer="crashed")
+    assert len(drain(dead, 3)) == 2  # read, never acked
+    time.sleep(0.25)
+    alive = reader(client, prefix, consumer="alive", claim_idle_ms=200)
+    got = drain(alive, 3)
+    assert sorted(i for i, _, _ in got) == sorted(ids)
+    assert {d for _, _, d in got} == {2}
+    assert alive.stats.claimed == 2
+    pending = client.xpending_range(Keys(prefix).frames("a"), "detector:p", "-", "+", 10)
+    assert {p["consumer"] for p in pending} == {b"alive"}
+
+
+def test_entries_trimmed_while_pending_are_acked_and_skipped(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", b"1", b"2", b"3")
+    assert len(drain(reader(client, prefix), 3)) == 3
+    client.xtrim(Keys(prefix).frames("a"), maxlen=1, approximate=False)
+    r = reader(client, prefix)
+    got = drain(r, 4)
+    assert [p for _, p, _ in got] == [b"3"]
+    assert r.stats.trimmed == 2
+    assert client.xpending(Keys(prefix).frames("a"), "detector:p")["pending"] == 1
+
+
+def test_past_the_delivery_limit_an_entry_is_dead_lettered_with_its_reason(client: redis.Redis, prefix: str) -> None:
+    (poison,) = push(client, prefix, "a", b"poison")
+    for _ in range(2):
+        assert [p for _, p, _ in drain(reader(client, prefix, max_deliveries=2), 3)] == [b"poison"]
+    r = reader(client, prefix, max_deliveries=2)
+    assert drain(r, 3) == []
+    assert r.stats.dead_lettered == 1
+    ((_, fields),) = client.xrange(Keys(prefix).dead_letters())
+    assert fields[b"origin"] == Keys(prefix).frames("a").encode()
+    assert fields[b"id"] == poison.encode()
+    assert fields[b"reason"] == b"delivered 3 times (max_deliveries=2)"
+    assert fields[b"payload"] == b"poison"
+    assert client.xpending(Keys(prefix).frames("a"), "detector:p")["pending"] == 0
+
+
+def test_dead_letter_keeps_the_payload_and_acks(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", b"bad")
+    r = reader(client, prefix)
+    (entry,) = [e for _ in range(3) for e in r.read()]
+    r.dead_letter(entry, "WireError: not a msgpack message")
+    ((_, fields),) = client.xrange(Keys(prefix).dead_letters())
+    assert fields[b"reason"] == b"WireError: not a msgpack message"
+    assert fields[b"group"] == b"detector:p" and fields[b"consumer"] == b"c1"
+    assert client.xpending(entry.key, "detector:p")["pending"] == 0
+
+
+def test_publish_and_ack_is_one_transaction(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", b"1", b"2")
+    r = reader(client, prefix)
+    entries = [e for _ in range(3) for e in r.read()]
+    out = Keys(prefix).results("a")
+    r.publish_and_ack([(out, b"r1", 100), (out, b"r2", 100)], entries)
+    assert [f[b"msg"] for _, f in client.xrange(out)] == [b"r1", b"r2"]
+    assert client.xpending(entries[0].key, "detector:p")["pending"] == 0
+
+
+def test_a_lost_group_is_recreated(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", b"1")
+    r = reader(client, prefix)
+    assert len(drain(r, 3)) == 1
+    client.delete(Keys(prefix).frames("a"))  # what a restart without persistence looks like
+    push(client, prefix, "a", b"2")
+    got = drain(r, 6)
+    assert [p for _, p, _ in got] == [b"2"]
+    assert r.stats.groups_recreated == 1
+
+
+def test_streams_appearing_later_are_discovered(client: redis.Redis, prefix: str) -> None:
+    r = reader(client, prefix)
+    assert r.read() == []
+    push(client, prefix, "new-cam", b"x")
+    time.sleep(0.1)
+    assert [p for _, p, _ in drain(r, 4)] == [b"x"]
+
+
+def test_stream_keys_take_literal_names_and_globs(client: redis.Redis, prefix: str) -> None:
+    keys = Keys(prefix)
+    push(client, prefix, "cam1", b"x")
+    push(client, prefix, "cam2", b"x")
+    push(client, prefix, "door", b"x")
+    client.set(f"{prefix}:frames:notastream", b"x")
+    found = stream_keys(client, keys.frames_pattern(), keys.frames(""), ["cam*", "gate"])
+    assert found == [keys.frames("cam1"), keys.frames("cam2"), keys.frames("gate")]
+    assert ensure_group(client, keys.frames("gate"), "g") is True  # created, stream made
+    assert ensure_group(client, keys.frames("gate"), "g") is False  # BUSYGROUP is success
+
+
+def test_reads_survive_the_server_going_away_and_coming_back(tmp_path: Path, prefix: str) -> None:
+    sock = tmp_path / "s.sock"
+    server = EmbeddedServer(sock).start()
+    client = connect(server.url, RedisConfig(retries=1, socket_timeout_s=2, connect_timeout_s=0.5))
+    try:
+        push(client, prefix, "a", b"1")
+        r = reader(client, prefix)
+        assert len(drain(r, 3)) == 1
+        server.kill()
+        assert r.read() == [] and r.stats.redis_errors >= 1  # logged and backed off, not raised
+        server = EmbeddedServer(sock).start()  # came back empty: no streams, no groups
+        push(client, prefix, "a", b"2")
+        got: list[bytes | None] = []
+        for _ in range(20):
+            got += [e.payload for e in r.read()]
+            if got:
+                break
+        assert got == [b"2"]
+    finally:
+        client.close()
+        server.stop()
