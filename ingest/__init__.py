@@ -1,0 +1,1 @@
+"""Ingest: read camera streams, sample frames, publish them onto Redis streams."""

@@ -1,0 +1,48 @@
+"""Frame preparation: resize to a maximum side (aspect kept), then JPEG or raw BGR."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from common.config import CameraConfig
+from common.wire import Frame
+
+
+class EncodeError(RuntimeError):
+    """A frame that could not be encoded; it is skipped and counted."""
+
+
+def resize_to_max_side(image: np.ndarray, max_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)  # AREA: no aliasing when shrinking
+
+
+def make_frame(camera: CameraConfig, image: np.ndarray, seq: int, capture_ts: float) -> Frame:
+    """A wire frame from a BGR image; the original size travels with it."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise EncodeError(f"expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
+    height, width = image.shape[:2]
+    small = resize_to_max_side(image, camera.max_side)
+    if camera.encoding == "jpeg":
+        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality])
+        if not ok:
+            raise EncodeError("OpenCV could not JPEG-encode the frame")
+        data = buf.tobytes()
+    else:
+        data = np.ascontiguousarray(small).tobytes()
+    return Frame(
+        stream=camera.name,
+        seq=seq,
+        capture_ts=capture_ts,
+        width=width,
+        height=height,
+        encoding=camera.encoding,
+        image_width=small.shape[1],
+        image_height=small.shape[0],
+        data=data,
+    )

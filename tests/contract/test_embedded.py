@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.config import parse_config
+from common.embedded import answers, default_socket_path, redis_url
+from common.redis_io import connect
+
+pytestmark = pytest.mark.contract
+
+
+def test_without_a_url_one_embedded_server_is_shared_and_stopped_by_its_owner(tmp_path: Path) -> None:
+    cfg = parse_config(f"redis: {{embedded: {{socket_dir: {tmp_path}}}}}\nstreams: {{prefix: s1}}\n", environ={})
+    sock = default_socket_path("s1", cfg.redis.embedded)
+    assert sock == tmp_path / "s1.sock"
+    with redis_url(cfg) as url:
+        assert url == f"unix://{sock}"
+        client = connect(url)
+        client.xadd("s", {"msg": b"1"})
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        with redis_url(cfg) as second:  # a second process of the stack finds the same server
+            assert second == url
+            assert connect(second).xlen("s") == 1
+        assert answers(sock)  # the second user does not own it, so it is still up
+        client.close()
+    assert not answers(sock)
+
+
+def test_a_configured_url_is_used_as_is() -> None:
+    cfg = parse_config("redis: {url: 'redis://example.invalid:6379/0'}\n", environ={})
+    with redis_url(cfg) as url:
+        assert url == "redis://example.invalid:6379/0"
