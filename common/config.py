@@ -88,12 +88,12 @@ class RedisConfig(_Strict):
 
 class StreamsConfig(_Strict):
     prefix: str = Field(
-        "yolo", pattern=r"^[A-Za-z0-9_.\-{}]{1,64}$", description="Key prefix; one Redis can host many stacks."
+        "yolo",
+        pattern=r"^[A-Za-z0-9_.\-{}]{1,64}$",
+        description="Key prefix; one Redis can host many stacks.",
     )
     frames_maxlen: int = Field(2000, ge=10, le=10_000_000, description="Approximate cap of each frames stream.")
-    results_maxlen: int = Field(
-        10_000, ge=10, le=10_000_000, description="Approximate cap of each results stream."
-    )
+    results_maxlen: int = Field(10_000, ge=10, le=10_000_000, description="Approximate cap of each results stream.")
     dead_maxlen: int = Field(10_000, ge=10, le=10_000_000, description="Approximate cap of the dead-letter stream.")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common.config import ConfigError, StackConfig, load_config
 from common.embedded import redis_url
-from common.keys import Keys
+from common.keys import Keys, matches
 from common.redis_io import connect, stream_keys
 from common.service import EXIT_CONFIG, Shutdown
 
@@ -42,15 +42,29 @@ def commands(cfg: StackConfig, config: Path) -> dict[str, list[str]]:
 
 
 def backlog(cfg: StackConfig, url: str) -> int:
-    """Entries not yet done by some group: never delivered (lag) or delivered but not acked (pending)."""
-    client = connect(url, cfg.redis)
+    """Entries some configured pool or sink has not finished: never delivered (lag) or not yet acked (pending).
+
+    A group that does not exist yet on a stream (its reader has not discovered the stream) owes every entry."""
     keys = Keys(cfg.streams.prefix)
+    stages = (
+        (
+            keys.frames_pattern(),
+            keys.frames(""),
+            {keys.detector_group(p.name): p.streams for p in cfg.detector.pools},
+        ),
+        (keys.results_pattern(), keys.results(""), {keys.sink_group(s.name): s.streams for s in cfg.sinks}),
+    )
+    client = connect(url, cfg.redis)
     total = 0
     try:
-        for pattern, head in ((keys.frames_pattern(), keys.frames("")), (keys.results_pattern(), keys.results(""))):
+        for pattern, head, groups in stages:
             for key in stream_keys(client, pattern, head, ["*"]):
-                for group in client.xinfo_groups(key):
-                    total += int(group.get("pending") or 0) + int(group.get("lag") or 0)
+                info = {g["name"].decode(): g for g in client.xinfo_groups(key)}
+                for group, streams in groups.items():
+                    if not matches(key[len(head) :], streams):
+                        continue
+                    g = info.get(group)
+                    total += client.xlen(key) if g is None else int(g["pending"]) + int(g.get("lag") or 0)
     finally:
         client.close()
     return total

@@ -213,7 +213,7 @@ class GroupReader:
     def dead_letter(self, entry: Entry, reason: str) -> None:
         """Move an entry to the dead-letter stream with the reason, and ack it, atomically."""
         log.warning("dead-lettering %s %s: %s", entry.key, entry.id, reason)
-        fields: dict[str, Any] = {
+        fields: dict[Any, Any] = {
             "origin": entry.key,
             "id": entry.id,
             "group": self.group,

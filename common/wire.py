@@ -100,7 +100,8 @@ M = TypeVar("M", bound=_Message)
 def encode(message: _Message) -> bytes:
     """Pack a message for the ``msg`` field of a stream entry."""
     body: dict[str, Any] = {"v": VERSION, "type": message.kind, **message.model_dump()}
-    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
 
 
 def decode(raw: bytes | None, expected: type[M]) -> M:
@@ -126,4 +127,3 @@ def decode(raw: bytes | None, expected: type[M]) -> M:
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         )
         raise WireError(f"bad {kind}: {problems}") from None
-

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError
 
 from common.keys import Keys
 from common.redis_io import TRANSIENT_ERRORS
@@ -48,8 +48,8 @@ class Publisher:
             self.client.xadd(
                 self.keys.frames(frame.stream), {FIELD: encode(frame)}, maxlen=self.maxlen, approximate=True
             )
-        except (*TRANSIENT_ERRORS, ResponseError) as exc:
-            if isinstance(exc, ResponseError) and not str(exc).startswith("OOM"):
+        except (RedisError, OSError) as exc:
+            if not isinstance(exc, TRANSIENT_ERRORS) and not str(exc).startswith("OOM"):
                 raise
             counters.dropped += 1
             now = time.monotonic()

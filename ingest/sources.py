@@ -63,7 +63,8 @@ class SyntheticSource:
     def _make_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         gradient = np.linspace(30, 80, w, dtype=np.float32)[None, :, None]
         noise = rng.normal(0, 6, (h, w, 1)).astype(np.float32)
-        return np.clip(gradient + noise, 0, 255).astype(np.uint8).repeat(3, axis=2)
+        background: np.ndarray = np.clip(gradient + noise, 0, 255).astype(np.uint8).repeat(3, axis=2)
+        return background
 
     def truth(self, index: int) -> list[Truth]:
         """The shapes of frame ``index``."""

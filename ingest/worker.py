@@ -86,8 +86,15 @@ def run(ctx: Context) -> int:
     for t in threads:
         t.join(timeout=ctx.shutdown.drain_s)
     for name, c in sorted(publisher.counters.items()):
-        log.info("camera %s: read %d, sampled %d, published %d, dropped %d, skipped %d",
-                 name, c.read, c.sampled, c.published, c.dropped, c.skipped)
+        log.info(
+            "camera %s: read %d, sampled %d, published %d, dropped %d, skipped %d",
+            name,
+            c.read,
+            c.sampled,
+            c.published,
+            c.dropped,
+            c.skipped,
+        )
     publisher.client.close()
     failed = [r.error for r in readers if r.error]
     return 1 if failed and len(failed) == len(readers) else 0

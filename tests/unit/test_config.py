@@ -33,9 +33,9 @@ GOOD = textwrap.dedent(
 )
 
 
-def errors(text: str, **kw: object) -> list[str]:
+def errors(text: str, environ: dict[str, str]) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse_config(text, source="stack.yaml", **kw)  # type: ignore[arg-type]
+        parse_config(text, source="stack.yaml", environ=environ)
     return info.value.problems
 
 
@@ -45,7 +45,7 @@ def test_a_full_config_loads_with_paths_resolved_against_its_folder(tmp_path: Pa
     cfg = load_config(path, environ={})
     assert cfg.redis.url == "redis://127.0.0.1:6379/0"
     assert [c.name for c in cfg.ingest.cameras] == ["door", "yard"]
-    assert cfg.ingest.cameras[0].source.path == tmp_path / "videos/door.mp4"  # type: ignore[union-attr]
+    assert cfg.ingest.cameras[0].source.path == tmp_path / "videos/door.mp4"
     assert cfg.ingest.cameras[1].every_n == 2
     pool = cfg.pool("main")
     assert pool.model.classes == tmp_path / "names.txt"
@@ -82,7 +82,9 @@ def test_yaml_syntax_errors_and_non_mappings_are_config_errors() -> None:
 
 def test_socket_timeout_must_exceed_every_blocking_read() -> None:
     text = GOOD.replace("model: {classes", "block_ms: 40000\n      model: {classes")
-    assert any("socket_timeout_s (30.0) must exceed the longest block_ms (40000 ms)" in p for p in errors(text, environ={}))
+    assert any(
+        "socket_timeout_s (30.0) must exceed the longest block_ms (40000 ms)" in p for p in errors(text, environ={})
+    )
 
 
 def test_duplicate_names_are_refused() -> None:
@@ -116,13 +118,21 @@ def test_check_config_exits_2_with_one_line_per_error_and_0_when_valid(service: 
     bad.write_text("streams:\n  prefix: ok\n  frames_maxlen: 1\n")
     run = subprocess.run(
         [sys.executable, "-m", service, "--config", str(bad), "--check-config"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
     )
     assert run.returncode == 2, run.stderr
     assert f"config error: {bad}:3: streams.frames_maxlen: Input should be greater than or equal to 10" in run.stderr
     good = subprocess.run(
         [sys.executable, "-m", service, "--config", str(ROOT / "compose/local.yaml"), "--check-config"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
     )
     assert good.returncode == 0, good.stderr
     assert "OK" in good.stdout
@@ -130,7 +140,13 @@ def test_check_config_exits_2_with_one_line_per_error_and_0_when_valid(service: 
 
 @pytest.mark.parametrize("service", ["ingest", "detector", "sink", "common.launcher"])
 def test_every_service_has_help(service: str) -> None:
-    run = subprocess.run([sys.executable, "-m", service, "--help"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=60, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", service, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
     assert run.returncode == 0
     assert "--config" in run.stdout

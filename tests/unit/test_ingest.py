@@ -86,7 +86,7 @@ def test_a_video_file_is_read_to_its_end_or_looped(tmp_path: Path) -> None:
 
 
 def test_a_missing_or_unreadable_file_is_a_clear_source_error(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="does not exist: fix the camera's source.path"):
+    with pytest.raises(SourceError, match=r"does not exist: fix the camera's source\.path"):
         VideoFileSource(FileSourceConfig(path=tmp_path / "nope.mp4"))
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all")

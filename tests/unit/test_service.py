@@ -56,8 +56,12 @@ PROGRAM = textwrap.dedent(
 
 
 def spawn(drain: float, work: float) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", PROGRAM.format(drain=drain, work=work)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PROGRAM.format(drain=drain, work=work)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     return proc
 

@@ -11,16 +11,32 @@ from common.wire import VERSION, Detection, Frame, Result, Timings, WireError, d
 
 def frame(**over: Any) -> Frame:
     fields: dict[str, Any] = dict(
-        stream="cam1", seq=7, capture_ts=1_700_000_000.5, width=1920, height=1080, encoding="jpeg",
-        image_width=640, image_height=360, data=b"\xff\xd8jpeg-bytes",
+        stream="cam1",
+        seq=7,
+        capture_ts=1_700_000_000.5,
+        width=1920,
+        height=1080,
+        encoding="jpeg",
+        image_width=640,
+        image_height=360,
+        data=b"\xff\xd8jpeg-bytes",
     )
     return Frame(**(fields | over))
 
 
 def result() -> Result:
     return Result(
-        frame_id="1700000000500-0", stream="cam1", seq=7, capture_ts=1_700_000_000.5, width=1920, height=1080,
-        pool="main", replica="gpu0-a", engine="tensorflow", device="cpu", batch_size=4,
+        frame_id="1700000000500-0",
+        stream="cam1",
+        seq=7,
+        capture_ts=1_700_000_000.5,
+        width=1920,
+        height=1080,
+        pool="main",
+        replica="gpu0-a",
+        engine="tensorflow",
+        device="cpu",
+        batch_size=4,
         published_ts=1_700_000_000.6,
         timings=Timings(queue_ms=3, decode_ms=1.5, inference_ms=40, postprocess_ms=0.5, end_to_end_ms=50),
         detections=[Detection(label="person", class_id=0, score=0.91, box=(10.0, 20.5, 300.0, 400.25))],
@@ -35,12 +51,17 @@ def test_frames_and_results_round_trip() -> None:
 def test_messages_are_plain_versioned_msgpack_maps_readable_from_any_language() -> None:
     body = msgpack.unpackb(encode(result()), raw=False)
     assert body["v"] == VERSION and body["type"] == "result"
-    assert body["detections"][0] == {"label": "person", "class_id": 0, "score": 0.91, "box": [10.0, 20.5, 300.0, 400.25]}
+    assert body["detections"][0] == {
+        "label": "person",
+        "class_id": 0,
+        "score": 0.91,
+        "box": [10.0, 20.5, 300.0, 400.25],
+    }
     assert isinstance(msgpack.unpackb(encode(frame()), raw=False)["data"], bytes)
 
 
 def pack(body: object) -> bytes:
-    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(body, use_bin_type=True)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +75,10 @@ def pack(body: object) -> bytes:
         (pack({"type": "frame"}), "unknown message version None"),
         (pack({"v": VERSION, "type": "result"}), "message type is 'result', expected 'frame'"),
         (pack({"v": VERSION, "type": "frame", "stream": "c"}), "bad frame: seq: Field required"),
-        (pack({**msgpack.unpackb(encode(frame()), raw=False), "seq": -1}), "bad frame: seq: Input should be greater"),
+        (
+            pack({**msgpack.unpackb(encode(frame()), raw=False), "seq": -1}),
+            "bad frame: seq: Input should be greater",
+        ),
         (pack({**msgpack.unpackb(encode(frame()), raw=False), "x": 1}), "bad frame: x: Extra inputs"),
         (pack({**msgpack.unpackb(encode(frame()), raw=False), "encoding": "png"}), "bad frame: encoding"),
     ],

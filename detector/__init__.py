@@ -1,0 +1,1 @@
+"""Detector: consume frames through a consumer group, batch across streams, run YOLO, publish results."""

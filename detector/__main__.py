@@ -1,0 +1,26 @@
+"""python -m detector --config stack.yaml [--pool NAME] [--replica NAME]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common import service
+from common.config import StackConfig
+from detector.worker import run
+
+
+def check(config: StackConfig, args: argparse.Namespace) -> list[str]:
+    args.pool, problems = service.choose([p.name for p in config.detector.pools], args.pool, "detector.pools", "--pool")
+    return problems
+
+
+def main() -> int:
+    p = service.parser("detector", "Run YOLO on frames from Redis streams and publish the detections.")
+    p.add_argument("--pool", help="detector pool to serve (default: the only one)")
+    p.add_argument("--replica", help="replica (consumer) name; stable across restarts (default: hostname)")
+    return service.main("detector", p, run, check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
