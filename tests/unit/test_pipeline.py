@@ -1,0 +1,143 @@
+"""The detector's frame → result logic, with a stand-in engine whose raw outputs are chosen by the test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from common.config import ModelConfig, PoolConfig
+from common.redis_io import Entry
+from common.wire import Frame, encode
+from detector.model import ModelSpec
+from detector.pipeline import Pipeline
+
+SIZE = 64
+CLASSES = ["cat", "NULL"]
+
+
+class ScriptedEngine:
+    """Returns tiny-YOLO head outputs with one confident box per listed (class, cell) in the stride-32 head."""
+
+    name = "scripted"
+    device = "cpu"
+
+    def __init__(self, hits: list[int]) -> None:
+        self.hits = hits
+        self.batches: list[int] = []
+
+    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.batches.append(len(batch))
+        channels = 3 * (5 + len(CLASSES))
+        coarse = np.full((len(batch), SIZE // 32, SIZE // 32, channels), -20.0, np.float32)
+        fine = np.full((len(batch), SIZE // 16, SIZE // 16, channels), -20.0, np.float32)
+        for cls in self.hits:
+            # Cell (0, 0), first anchor of the coarse head: centre of the cell, anchor-sized, objectness ~1.
+            coarse[:, 0, 0, 0:4] = 0.0
+            coarse[:, 0, 0, 4] = 20.0
+            coarse[:, 0, 0, 5 + cls] = 20.0
+        return [coarse, fine]
+
+
+def make(hits: list[int], **pool: Any) -> tuple[Pipeline, ScriptedEngine]:
+    model = ModelConfig(classes=CLASSES, architecture="tiny", input_size=SIZE)
+    engine = ScriptedEngine(hits)
+    cfg = PoolConfig(name="p", model=model, **pool)
+    return Pipeline(ModelSpec.from_config(model), engine, cfg, "r1"), engine
+
+
+def jpeg_entry(seq: int, width: int = 128, height: int = 64, original: tuple[int, int] = (256, 128)) -> Entry:
+    img = np.zeros((height, width, 3), np.uint8)
+    ok, buf = cv2.imencode(".jpg", img)
+    assert ok
+    frame = Frame(
+        stream="cam",
+        seq=seq,
+        capture_ts=1.0,
+        width=original[0],
+        height=original[1],
+        encoding="jpeg",
+        image_width=width,
+        image_height=height,
+        data=buf.tobytes(),
+    )
+    return Entry("k", f"1-{seq}", encode(frame))
+
+
+def test_every_good_frame_gets_a_result_with_boxes_in_original_pixels() -> None:
+    pipeline, engine = make([0])
+    out = pipeline.process([jpeg_entry(0), jpeg_entry(1)])
+    assert engine.batches == [2]
+    assert out.failed == []
+    assert [r.seq for _, r in out.published] == [0, 1]
+    result = out.published[0][1]
+    assert (result.frame_id, result.pool, result.replica, result.engine, result.batch_size) == (
+        "1-0",
+        "p",
+        "r1",
+        "scripted",
+        2,
+    )
+    (det,) = result.detections
+    assert det.label == "cat" and det.class_id == 0 and det.score > 0.99
+    # The carried image is 128x64 (half the 256x128 original); boxes come back in original pixels.
+    x0, y0, x1, y1 = det.box
+    assert 0 <= x0 < x1 <= 256 and 0 <= y0 < y1 <= 128
+    assert x1 > 128 / 2  # scaled up from the carried image, not left in its pixels
+    assert result.timings.inference_ms >= 0 and result.timings.end_to_end_ms > 0
+
+
+def test_ignored_labels_are_dropped_but_the_frame_still_gets_a_result() -> None:
+    pipeline, _ = make([1], ignore_labels=["NULL"])
+    out = pipeline.process([jpeg_entry(0)])
+    assert len(out.published) == 1 and out.published[0][1].detections == []
+
+
+def test_bad_entries_fail_with_reasons_while_good_ones_flow() -> None:
+    pipeline, engine = make([0])
+    good = jpeg_entry(5)
+    broken = Frame(
+        stream="cam",
+        seq=6,
+        capture_ts=1.0,
+        width=8,
+        height=8,
+        encoding="jpeg",
+        image_width=8,
+        image_height=8,
+        data=b"\xff\xd8 not really",
+    )
+    wrong_size = Frame(
+        stream="cam",
+        seq=7,
+        capture_ts=1.0,
+        width=8,
+        height=8,
+        encoding="bgr8",
+        image_width=8,
+        image_height=8,
+        data=b"\x00" * 10,
+    )
+    entries = [
+        Entry("k", "1-1", b"\x93garbage"),
+        Entry("k", "1-2", encode(broken)),
+        good,
+        Entry("k", "1-3", encode(wrong_size)),
+        Entry("k", "1-4", None),
+    ]
+    out = pipeline.process(entries)
+    assert [r.seq for _, r in out.published] == [5]
+    assert engine.batches == [1]
+    reasons = {e.id: why for e, why in out.failed}
+    assert reasons["1-1"].startswith("WireError:")
+    assert reasons["1-2"].startswith("ImageError: image of")
+    assert reasons["1-3"] == "ImageError: bgr8 image has 10 bytes, expected 192"
+    assert reasons["1-4"] == "WireError: entry has no 'msg' field"
+
+
+def test_a_batch_of_only_bad_entries_never_reaches_the_engine() -> None:
+    pipeline, engine = make([0])
+    out = pipeline.process([Entry("k", "1-1", b"junk")])
+    assert out.published == [] and len(out.failed) == 1
+    assert engine.batches == []

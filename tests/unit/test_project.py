@@ -1,0 +1,35 @@
+"""Guards on the project itself: the README's commands, CI, and which processes may load a framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+from tests.conftest import ROOT
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text().splitlines()
+    commands = [line for line in readme[:8] if line.startswith("python3 -m venv")]
+    assert len(commands) == 2, "the README starts with exactly two set-up commands"
+    assert "streamyolo --config" in commands[0]
+    assert commands[1] in (ROOT / ".ci/run").read_text().splitlines()
+    assert "pytest" in commands[1] and "ruff check" in commands[1] and "mypy" in commands[1]
+
+
+def test_the_base_install_never_pulls_a_framework() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"]).lower()
+    assert "tensorflow" not in base and "torch" not in base and "keras" not in base
+    assert "opencv-python-headless" in base
+
+
+def test_ingest_sinks_and_the_detector_loop_never_import_tensorflow_or_torch() -> None:
+    code = (
+        "import sys, ingest.worker, ingest.__main__, sink.worker, sink.__main__, detector.worker, "
+        "detector.pipeline, detector.__main__, common.launcher\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
