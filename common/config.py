@@ -57,6 +57,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _unique_names(what: str) -> AfterValidator:
+    """A list validator refusing two items with one name."""
+
+    def check(items: list[Any]) -> list[Any]:
+        names = [item.name for item in items]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate {what} names: {', '.join(dupes)}")
+        return items
+
+    return AfterValidator(check)
+
+
+class ConsumerConfig(_Strict):
+    """What every consumer-group reader has: its streams, blocking, redelivery and claiming."""
+
+    name: Name = Field(description="Pool or sink name; names its consumer group.")
+    streams: StreamPatterns = ["*"]
+    block_ms: int = Field(1000, ge=1, le=600_000, description="Longest blocking read.")
+    max_deliveries: int = Field(3, ge=1, le=1000, description="Deliveries before an entry is dead-lettered.")
+    claim_idle_ms: int = Field(
+        30_000, ge=100, le=86_400_000, description="Claim entries a crashed consumer left pending this long."
+    )
+    rescan_s: float = Field(5.0, gt=0, le=3600, description="How often stream patterns are re-resolved.")
+
+
 # ---------------------------------------------------------------------------------------------------- redis
 class EmbeddedServerConfig(_Strict):
     socket_dir: ConfigPath | None = Field(
@@ -128,13 +154,9 @@ class CameraConfig(_Strict):
 
 
 class IngestConfig(_Strict):
-    cameras: list[CameraConfig] = Field(default_factory=list, max_length=4096, description="One per stream.")
-
-    @field_validator("cameras")
-    @classmethod
-    def _unique(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
-        _check_unique([c.name for c in cameras], "camera")
-        return cameras
+    cameras: Annotated[list[CameraConfig], _unique_names("camera")] = Field(
+        default_factory=list, max_length=4096, description="One per stream."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- detector
@@ -161,46 +183,30 @@ class TensorFlowEngineConfig(_Strict):
 EngineConfig = Annotated[TensorFlowEngineConfig, Field(discriminator="kind")]
 
 
-class PoolConfig(_Strict):
-    name: Name = Field(description="Pool name; one consumer group on the frames streams.")
-    streams: StreamPatterns = ["*"]
+class PoolConfig(ConsumerConfig):
+    """A detector pool: one consumer group on the frames streams; its replicas are the consumers."""
+
     model: ModelConfig
     engine: EngineConfig = Field(default_factory=TensorFlowEngineConfig)
     replicas: int = Field(1, ge=1, le=256, description="Processes the local launcher starts for this pool.")
     max_batch: int = Field(8, ge=1, le=1024, description="Most frames in one inference batch.")
-    block_ms: int = Field(1000, ge=1, le=600_000, description="Longest blocking read on the frames streams.")
     score_threshold: float = Field(0.3, ge=0, le=1, description="Keep detections scoring at least this.")
     iou_threshold: float = Field(0.45, gt=0, le=1, description="Per-class NMS IoU threshold.")
     max_per_class: int = Field(20, ge=1, le=10_000, description="Most boxes kept per class.")
     ignore_labels: list[str] = Field(default_factory=list, description="Labels never published.")
-    max_deliveries: int = Field(3, ge=1, le=1000, description="Deliveries before a frame is dead-lettered.")
-    claim_idle_ms: int = Field(
-        30_000, ge=100, le=86_400_000, description="Claim frames a crashed replica left pending this long."
-    )
-    rescan_s: float = Field(5.0, gt=0, le=3600, description="How often stream patterns are re-resolved.")
 
 
 class DetectorConfig(_Strict):
-    pools: list[PoolConfig] = Field(default_factory=list, max_length=64, description="Detector pools.")
-
-    @field_validator("pools")
-    @classmethod
-    def _unique(cls, pools: list[PoolConfig]) -> list[PoolConfig]:
-        _check_unique([p.name for p in pools], "pool")
-        return pools
+    pools: Annotated[list[PoolConfig], _unique_names("pool")] = Field(
+        default_factory=list, max_length=64, description="Detector pools."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- sinks
-class JsonlSinkConfig(_Strict):
+class JsonlSinkConfig(ConsumerConfig):
     kind: Literal["jsonl"] = "jsonl"
-    name: Name = Field(description="Sink name; one consumer group on the results streams.")
     path: ConfigPath = Field(description="File the results are appended to, one JSON object a line.")
-    streams: StreamPatterns = ["*"]
-    block_ms: int = Field(1000, ge=1, le=600_000, description="Longest blocking read on the results streams.")
     batch: int = Field(100, ge=1, le=10_000, description="Most results read at once per stream.")
-    max_deliveries: int = Field(3, ge=1, le=1000, description="Deliveries before a result is dead-lettered.")
-    claim_idle_ms: int = Field(30_000, ge=100, le=86_400_000, description="Claim results idle this long.")
-    rescan_s: float = Field(5.0, gt=0, le=3600, description="How often stream patterns are re-resolved.")
 
 
 SinkConfig = Annotated[JsonlSinkConfig, Field(discriminator="kind")]
@@ -212,13 +218,9 @@ class StackConfig(_Strict):
     streams: StreamsConfig = Field(default_factory=StreamsConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
-    sinks: list[SinkConfig] = Field(default_factory=list, max_length=64)
-
-    @field_validator("sinks")
-    @classmethod
-    def _unique(cls, sinks: list[SinkConfig]) -> list[SinkConfig]:
-        _check_unique([s.name for s in sinks], "sink")
-        return sinks
+    sinks: Annotated[list[SinkConfig], _unique_names("sink")] = Field(
+        default_factory=list, max_length=64, description="Sinks, each its own consumer group on the results."
+    )
 
     @model_validator(mode="after")
     def _timeouts_exceed_blocking(self) -> Self:
@@ -242,13 +244,6 @@ class StackConfig(_Strict):
             if s.name == name:
                 return s
         raise KeyError(f"no sink named {name!r}; sinks: {[s.name for s in self.sinks]}")
-
-
-def _check_unique(names: list[str], what: str) -> None:
-    seen: set[str] = set()
-    dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
-    if dupes:
-        raise ValueError(f"duplicate {what} names: {', '.join(dupes)}")
 
 
 # ---------------------------------------------------------------------------------------------------- loading

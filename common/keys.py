@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 # Stream (camera) names become part of key names: keep them free of ':' and glob characters.
 STREAM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
@@ -41,6 +42,12 @@ class Keys:
 
     def results_pattern(self) -> str:
         return f"{_escape_glob(self.prefix)}:results:*"
+
+    def stage(self, stage: Literal["frames", "results"]) -> tuple[str, str]:
+        """(SCAN pattern, key head) of one stage's streams: key = head + stream name."""
+        if stage == "frames":
+            return self.frames_pattern(), self.frames("")
+        return self.results_pattern(), self.results("")
 
     def stream_of(self, key: str) -> str:
         """The stream name inside a frames or results key."""

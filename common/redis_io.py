@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -21,8 +21,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from common.config import RedisConfig
-from common.keys import matches
+from common.config import ConsumerConfig, RedisConfig
+from common.keys import Keys, matches
 from common.wire import FIELD
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,33 @@ class GroupReader:
                 log.warning("redis write failed (%s); retrying in %.1f s", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def group_reader(
+    client: redis.Redis,
+    keys: Keys,
+    stage: Literal["frames", "results"],
+    group: str,
+    consumer: str,
+    cfg: ConsumerConfig,
+    count: int,
+    dead_maxlen: int,
+) -> GroupReader:
+    """A reader of the ``stage`` streams of one stack whose names match ``cfg.streams``."""
+    pattern, head = keys.stage(stage)
+    return GroupReader(
+        client,
+        group=group,
+        consumer=consumer,
+        discover=lambda: stream_keys(client, pattern, head, cfg.streams),
+        dead_key=keys.dead_letters(),
+        dead_maxlen=dead_maxlen,
+        block_ms=cfg.block_ms,
+        count=count,
+        claim_idle_ms=cfg.claim_idle_ms,
+        max_deliveries=cfg.max_deliveries,
+        rescan_s=cfg.rescan_s,
+    )
 
 
 def ensure_group(client: redis.Redis, key: str, group: str, start_id: str = "0") -> bool:

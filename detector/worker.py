@@ -6,7 +6,7 @@ import logging
 import socket
 
 from common.keys import Keys
-from common.redis_io import GroupReader, connect, stream_keys
+from common.redis_io import connect, group_reader
 from common.service import Context
 from common.wire import encode
 from detector.engines import create_engine
@@ -29,18 +29,8 @@ def run(ctx: Context) -> int:
     client = connect(ctx.redis_url, cfg.redis)
     spec = ModelSpec.from_config(pool.model)
     pipeline = Pipeline(spec, create_engine(pool.engine, spec), pool, replica)
-    reader = GroupReader(
-        client,
-        group=keys.detector_group(pool.name),
-        consumer=replica,
-        discover=lambda: stream_keys(client, keys.frames_pattern(), keys.frames(""), pool.streams),
-        dead_key=keys.dead_letters(),
-        dead_maxlen=cfg.streams.dead_maxlen,
-        block_ms=pool.block_ms,
-        count=pool.max_batch,
-        claim_idle_ms=pool.claim_idle_ms,
-        max_deliveries=pool.max_deliveries,
-        rescan_s=pool.rescan_s,
+    reader = group_reader(
+        client, keys, "frames", keys.detector_group(pool.name), replica, pool, pool.max_batch, cfg.streams.dead_maxlen
     )
     log.info("pool %s replica %s: reading %s", pool.name, replica, pool.streams)
     ctx.bounds.restart()

@@ -7,7 +7,7 @@ import socket
 
 from common.config import SinkConfig
 from common.keys import Keys
-from common.redis_io import GroupReader, connect, stream_keys
+from common.redis_io import connect, group_reader
 from common.service import Context
 from common.wire import Result, WireError, decode
 from sink.jsonl import JsonlStore
@@ -24,18 +24,9 @@ def run(ctx: Context) -> int:
     sink = cfg.sink(ctx.args.sink)
     keys = Keys(cfg.streams.prefix)
     client = connect(ctx.redis_url, cfg.redis)
-    reader = GroupReader(
-        client,
-        group=keys.sink_group(sink.name),
-        consumer=ctx.args.consumer or socket.gethostname(),
-        discover=lambda: stream_keys(client, keys.results_pattern(), keys.results(""), sink.streams),
-        dead_key=keys.dead_letters(),
-        dead_maxlen=cfg.streams.dead_maxlen,
-        block_ms=sink.block_ms,
-        count=sink.batch,
-        claim_idle_ms=sink.claim_idle_ms,
-        max_deliveries=sink.max_deliveries,
-        rescan_s=sink.rescan_s,
+    consumer = ctx.args.consumer or socket.gethostname()
+    reader = group_reader(
+        client, keys, "results", keys.sink_group(sink.name), consumer, sink, sink.batch, cfg.streams.dead_maxlen
     )
     store = create_store(sink)
     log.info("sink %s (%s): reading %s", sink.name, sink.kind, sink.streams)

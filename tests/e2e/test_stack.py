@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
 FRAMES = 12  # per camera
 
 
-def stack_yaml(tmp: Path, prefix: str, *, fps: float = 8.0, replicas: int = 1) -> Path:
+def stack_yaml(tmp: Path, prefix: str, *, architecture: str, fps: float = 8.0, replicas: int = 1) -> Path:
     clip = tmp / "clip.avi"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (320, 240))
     for i in range(FRAMES):
@@ -53,7 +53,7 @@ def stack_yaml(tmp: Path, prefix: str, *, fps: float = 8.0, replicas: int = 1) -
           pools:
             - name: main
               replicas: {replicas}
-              model: {{architecture: tiny, classes: [circle, square, triangle, "NULL"], input_size: 128}}
+              model: {{architecture: {architecture}, classes: [circle, square, triangle, "NULL"], input_size: 128}}
               max_batch: 4
               block_ms: 500
               score_threshold: 0.0
@@ -90,7 +90,7 @@ def results(path: Path) -> list[dict[str, object]]:
 
 def test_every_frame_gets_exactly_one_result_and_bad_messages_are_dead_lettered(tmp_path: Path) -> None:
     prefix = "e2e"
-    config = stack_yaml(tmp_path, prefix)
+    config = stack_yaml(tmp_path, prefix, architecture="yolov3")  # the full 252-layer YOLOv3
     keys = Keys(prefix)
     with EmbeddedServer(tmp_path / "v.sock") as server:
         client: redis.Redis = connect(server.url)
@@ -111,10 +111,11 @@ def test_every_frame_gets_exactly_one_result_and_bad_messages_are_dead_lettered(
 
         ingest = service("ingest", config, server.url, "--max-frames", str(FRAMES))
         detector = service("detector", config, server.url, "--until-idle", "6")
-        sink = service("sink", config, server.url, "--until-idle", "12")
+        # The sink stops at the expected count (a lost frame would hold it to --duration and fail below).
+        sink = service("sink", config, server.url, "--max-frames", str(2 * FRAMES), "--duration", "240")
         ingest_log = finish(ingest, 120)
         detector_log = finish(detector, 300)
-        finish(sink, 120)
+        finish(sink, 300)
 
         assert f"camera synth: read {FRAMES}, sampled {FRAMES}, published {FRAMES}" in ingest_log
         assert f"camera clip: read {FRAMES}, sampled {FRAMES}, published {FRAMES}" in ingest_log
@@ -145,7 +146,7 @@ def test_every_frame_gets_exactly_one_result_and_bad_messages_are_dead_lettered(
 
 
 def test_the_launcher_runs_the_stack_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    config = stack_yaml(tmp_path, "launch", fps=6.0, replicas=2)
+    config = stack_yaml(tmp_path, "launch", architecture="tiny", fps=6.0, replicas=2)
     out = tmp_path / "results.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "common.launcher", "--config", str(config)],

@@ -61,7 +61,8 @@ def test_messages_are_plain_versioned_msgpack_maps_readable_from_any_language() 
 
 
 def pack(body: object) -> bytes:
-    return msgpack.packb(body, use_bin_type=True)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return packed
 
 
 @pytest.mark.parametrize(
