@@ -124,7 +124,7 @@ def test_every_frame_gets_exactly_one_result_and_bad_messages_are_dead_lettered(
         expected = {(s, i) for s in ("synth", "clip") for i in range(FRAMES)}
         assert set(per_frame) == expected
         assert set(per_frame.values()) == {1}, "a frame got more than one result"
-        ids = {r["frame_id"] for r in got}
+        ids = {(r["stream"], r["frame_id"]) for r in got}  # entry ids are unique per stream
         assert len(ids) == len(got)
         for r in got:
             assert r["pool"] == "main" and r["engine"] == "tensorflow" and r["device"] == "cpu"
