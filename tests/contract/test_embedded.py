@@ -48,3 +48,23 @@ def test_connect_takes_a_password_from_the_url(tmp_path: Path) -> None:
         with pytest.raises(redis.AuthenticationError):
             bad.ping()
         bad.close()
+
+
+def test_with_a_data_dir_streams_and_pending_entries_survive_a_crash(tmp_path: Path) -> None:
+    from common.config import EmbeddedServerConfig
+    from common.embedded import EmbeddedServer
+
+    cfg = EmbeddedServerConfig(data_dir=tmp_path / "data")
+    server = EmbeddedServer(tmp_path / "p.sock", cfg).start()
+    client = connect(server.url)
+    client.xgroup_create("s", "g", id="0", mkstream=True)
+    client.xadd("s", {"msg": b"1"})
+    client.xreadgroup("g", "c", {"s": ">"})
+    client.close()
+    server.kill()
+    server = EmbeddedServer(tmp_path / "p.sock", cfg).start()
+    client = connect(server.url)
+    assert client.xlen("s") == 1
+    assert client.xpending("s", "g")["pending"] == 1
+    client.close()
+    server.stop()

@@ -161,9 +161,10 @@ def test_the_launcher_runs_the_stack_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
         if out.exists() and sum(1 for r in results(out) if r["stream"] == "synth") >= 8:
             break
         time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: to the whole foreground process group
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, log
+    assert "unavailable" not in log, "the server went away before the services drained"
     assert not (tmp_path / "launch.sock").exists()  # the embedded server was stopped
     got = results(out)
     for stream in ("synth", "clip"):
