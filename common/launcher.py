@@ -87,11 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     shutdown = Shutdown(drain_s=args.drain + 30, on_exit=lambda: _kill(procs.values())).install()
     with redis_url(cfg) as url:
         env = {**os.environ, "REDIS_URL": url}
-        for name, cmd in commands(cfg, args.config).items():
-            # Own sessions: a terminal's Ctrl-C reaches only the launcher, which stops the stack in order.
-            procs[name] = subprocess.Popen([sys.executable, "-m", *cmd], env=env, start_new_session=True)
-        log.info("started %s on %s", ", ".join(procs), url)
-        return _supervise(cfg, url, procs, shutdown, args.duration, args.drain)
+        try:
+            for name, cmd in commands(cfg, args.config).items():
+                # Own sessions: a terminal's Ctrl-C reaches only the launcher, which stops the stack in order.
+                procs[name] = subprocess.Popen([sys.executable, "-m", *cmd], env=env, start_new_session=True)
+            log.info("started %s on %s", ", ".join(procs), url)
+            return _supervise(cfg, url, procs, shutdown, args.duration, args.drain)
+        finally:
+            _kill(procs.values())  # never leave orphans behind, whatever happened above
 
 
 def _supervise(
