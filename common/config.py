@@ -135,6 +135,9 @@ class SyntheticSourceConfig(_Strict):
     fps: float = Field(10.0, gt=0, le=1000, description="Frame rate of the simulated camera.")
     shapes: int = Field(3, ge=0, le=32, description="Number of moving shapes.")
     realtime: bool = Field(True, description="Pace frames at fps; false produces them as fast as possible.")
+    truth_path: ConfigPath | None = Field(
+        None, description="Append the ground truth (labels and boxes) of every published frame here, as JSONL."
+    )
 
 
 class FileSourceConfig(_Strict):
@@ -144,22 +147,103 @@ class FileSourceConfig(_Strict):
     realtime: bool = Field(False, description="Pace frames at the file's own frame rate.")
 
 
-SourceConfig = Annotated[SyntheticSourceConfig | FileSourceConfig, Field(discriminator="kind")]
+class ImagesSourceConfig(_Strict):
+    kind: Literal["images"] = "images"
+    path: ConfigPath = Field(description="Folder of images, read in name order.")
+    pattern: str = Field("*", min_length=1, description="Glob of the file names to read, e.g. '*.jpg'.")
+    fps: float = Field(10.0, gt=0, le=1000, description="Frame rate the folder stands for (sampling, pacing).")
+    loop: bool = Field(False, description="Start over after the last image instead of finishing.")
+    realtime: bool = Field(False, description="Pace images at fps.")
+
+
+class _NetworkSource(_Strict):
+    url: str = Field(min_length=8, description="Camera URL; credentials may be in it.")
+    open_timeout_s: float = Field(10.0, gt=0, le=300, description="Give up opening after this long.")
+    read_timeout_s: float = Field(10.0, gt=0, le=300, description="A stream silent this long is reconnected.")
+
+
+class RtspSourceConfig(_NetworkSource):
+    kind: Literal["rtsp"] = "rtsp"
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTP over the RTSP TCP connection, or over UDP.")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("rtsp://", "rtsps://")):
+            raise ValueError("an rtsp source needs an rtsp:// or rtsps:// URL")
+        return url
+
+
+class HttpSourceConfig(_NetworkSource):
+    kind: Literal["http"] = "http"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("an http source (MJPEG, HLS) needs an http:// or https:// URL")
+        return url
+
+
+class WebcamSourceConfig(_Strict):
+    kind: Literal["webcam"] = "webcam"
+    index: int = Field(0, ge=0, le=255, description="Device index: /dev/video<index>.")
+    width: int | None = Field(None, ge=32, le=8192, description="Capture width to ask the device for.")
+    height: int | None = Field(None, ge=32, le=8192, description="Capture height to ask the device for.")
+    fps: float | None = Field(None, gt=0, le=1000, description="Frame rate to ask the device for.")
+
+
+SourceConfig = Annotated[
+    SyntheticSourceConfig
+    | FileSourceConfig
+    | ImagesSourceConfig
+    | RtspSourceConfig
+    | HttpSourceConfig
+    | WebcamSourceConfig,
+    Field(discriminator="kind"),
+]
+
+RAW_MAX_SIDE = 640
+"""Raw BGR frames are ~1 MB at 640x480; larger ones belong in JPEG."""
 
 
 class CameraConfig(_Strict):
     name: Name = Field(description="Stream name; part of the Redis keys.")
     source: SourceConfig
     every_n: int = Field(1, ge=1, le=10_000, description="Publish every n-th frame read from the source.")
+    fps: float | None = Field(
+        None, gt=0, le=1000, description="Publish at this rate instead (time-based: no drift); excludes every_n."
+    )
     max_side: int = Field(640, ge=32, le=8192, description="Resize so the longer side is at most this.")
-    encoding: Literal["jpeg", "bgr8"] = Field("jpeg", description="jpeg, or raw BGR for small frames.")
+    encoding: Literal["jpeg", "bgr8"] = Field("jpeg", description=f"jpeg, or raw BGR (max_side <= {RAW_MAX_SIDE}).")
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality.")
+    maxlen: int | None = Field(
+        None, ge=10, le=10_000_000, description="Cap of this camera's frames stream; default streams.frames_maxlen."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.fps is not None and self.every_n != 1:
+            raise ValueError("set either every_n or fps, not both")
+        if self.encoding == "bgr8" and self.max_side > RAW_MAX_SIDE:
+            raise ValueError(f"bgr8 frames need max_side <= {RAW_MAX_SIDE} (got {self.max_side}): use jpeg")
+        return self
 
 
 class IngestConfig(_Strict):
     cameras: Annotated[list[CameraConfig], _unique_names("camera")] = Field(
         default_factory=list, max_length=4096, description="One per stream."
     )
+    process_per_camera: bool = Field(
+        False, description="The local launcher starts one ingest process per camera instead of one for all."
+    )
+    queue_size: int = Field(
+        256, ge=1, le=100_000, description="Frames waiting for Redis; past it the oldest are dropped and counted."
+    )
+    pipeline: int = Field(32, ge=1, le=1024, description="Most frames sent to Redis in one round trip.")
+    retry_initial_s: float = Field(0.5, gt=0, le=60, description="First wait before reopening a failed source.")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between reopening attempts.")
+    stats_interval_s: float = Field(30.0, gt=0, le=86_400, description="How often per-stream counters are logged.")
 
 
 # ---------------------------------------------------------------------------------------------------- detector

@@ -36,7 +36,10 @@ def commands(cfg: StackConfig, config: Path) -> dict[str, list[str]]:
         for r in range(pool.replicas):
             name = f"{pool.name}-{r}"
             procs[f"detector-{name}"] = ["detector", *base, "--pool", pool.name, "--replica", name]
-    if cfg.ingest.cameras:
+    if cfg.ingest.process_per_camera:
+        for camera in cfg.ingest.cameras:
+            procs[f"ingest-{camera.name}"] = ["ingest", *base, "--camera", camera.name]
+    elif cfg.ingest.cameras:
         procs["ingest"] = ["ingest", *base]
     return procs
 
@@ -108,13 +111,13 @@ def _supervise(
     deadline = time.monotonic() + duration if duration else float("inf")
     failed = ""
     while not shutdown.is_set() and time.monotonic() < deadline:
-        crashed = [n for n, p in procs.items() if n != "ingest" and p.poll() is not None]
+        crashed = [n for n, p in procs.items() if not n.startswith("ingest") and p.poll() is not None]
         if crashed:
             failed = f"{', '.join(crashed)} exited unexpectedly"
             log.error("%s: stopping the stack", failed)
             break
         shutdown.wait(0.5)
-    _stop([p for n, p in procs.items() if n == "ingest"], 10.0)
+    _stop([p for n, p in procs.items() if n.startswith("ingest")], 10.0)
     end = time.monotonic() + drain
     while not failed and time.monotonic() < end:
         try:
@@ -126,7 +129,7 @@ def _supervise(
             break
         log.info("draining: %d entries still queued", left)
         time.sleep(1.0)
-    _stop([p for n, p in procs.items() if n != "ingest"], 15.0)
+    _stop([p for n, p in procs.items() if not n.startswith("ingest")], 15.0)
     bad = {n: p.returncode for n, p in procs.items() if p.returncode not in (0, -signal.SIGTERM)}
     if bad:
         log.error("exit codes: %s", bad)

@@ -1,17 +1,20 @@
-"""python -m ingest --config stack.yaml"""
+"""python -m ingest --config stack.yaml [--camera NAME ...]"""
 
 from __future__ import annotations
 
 import sys
 
 from common import service
-from ingest.worker import run
+from ingest.worker import check, run
 
 
 def main() -> int:
     p = service.parser("ingest", "Read cameras, sample frames, publish them onto Redis streams.")
-    p.epilog = "--max-frames applies per camera."
-    return service.main("ingest", p, run)
+    p.add_argument(
+        "--camera", action="append", metavar="NAME", help="serve only this camera (repeatable; default: all)"
+    )
+    p.epilog = "--max-frames applies per camera. SIGHUP reloads the config: cameras are added, removed or restarted."
+    return service.main("ingest", p, run, check)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
-"""Publishing frames: XADD onto each camera's frames stream, capped with MAXLEN ~."""
+"""Publishing frames: one thread per ingest process, pipelined XADDs, each frames stream capped with MAXLEN ~.
+
+Camera threads hand frames over with :meth:`Publisher.submit`, which never blocks: when Redis is slow, down or out
+of memory, the queue fills and its oldest frames are dropped and counted (the newest frames are the useful ones),
+and publishing resumes by itself once Redis answers again.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import redis
@@ -16,46 +22,113 @@ from common.wire import FIELD, Frame, encode
 
 log = logging.getLogger(__name__)
 
+UNREACHABLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OSError)
+
 
 @dataclass
 class StreamCounters:
+    """Per-stream counters; every frame read ends up sampled or not, and every sampled one in exactly one of
+    published, dropped (Redis refused it or the queue overflowed) or skipped (could not be decoded or encoded)."""
+
     read: int = 0
     sampled: int = 0
     published: int = 0
     dropped: int = 0
     skipped: int = 0
+    reconnects: int = 0
+    last_error: str = ""
+
+    def line(self) -> str:
+        text = (
+            f"read {self.read}, sampled {self.sampled}, published {self.published}, dropped {self.dropped}, "
+            f"skipped {self.skipped}, reconnects {self.reconnects}"
+        )
+        return f"{text}; last error: {self.last_error}" if self.last_error else text
 
 
 @dataclass
 class Publisher:
-    """Shared by the camera threads of one ingest process. A frame that cannot be published is dropped and
-    counted; readers are never held up for longer than the client's retries."""
-
     client: redis.Redis
     keys: Keys
-    maxlen: int
+    queue_size: int = 256
+    pipeline: int = 32
     counters: dict[str, StreamCounters] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _queue: deque[tuple[Frame, int]] = field(default_factory=deque)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _closing: bool = False
+    _thread: threading.Thread | None = None
     _last_warning: float = 0.0
 
     def counter(self, stream: str) -> StreamCounters:
-        with self._lock:
+        with self._cond:
             return self.counters.setdefault(stream, StreamCounters())
 
-    def publish(self, frame: Frame) -> bool:
-        counters = self.counter(frame.stream)
+    def start(self) -> Publisher:
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+        return self
+
+    def submit(self, frame: Frame, maxlen: int) -> None:
+        """Queue a frame for publishing; never blocks."""
+        with self._cond:
+            if len(self._queue) >= self.queue_size:
+                oldest, _ = self._queue.popleft()
+                self.counters[oldest.stream].dropped += 1
+            self._queue.append((frame, maxlen))
+            self._cond.notify()
+
+    def close(self, timeout: float) -> None:
+        """Publish what is queued (within ``timeout``), then stop; what is left is counted as dropped."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._cond:
+            for frame, _ in self._queue:
+                self.counters[frame.stream].dropped += 1
+            self._queue.clear()
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self.pipeline, len(self._queue)))]
+            if self._send(batch):
+                backoff = 0.0
+            else:
+                backoff = min(max(backoff * 2, 0.1), 2.0)
+                time.sleep(backoff)
+
+    def _send(self, batch: list[tuple[Frame, int]]) -> bool:
+        """XADD a batch in one round trip; False when Redis could not be reached (the batch is dropped)."""
+        pipe = self.client.pipeline(transaction=False)
+        for frame, maxlen in batch:
+            pipe.xadd(self.keys.frames(frame.stream), {FIELD: encode(frame)}, maxlen=maxlen, approximate=True)
         try:
-            self.client.xadd(
-                self.keys.frames(frame.stream), {FIELD: encode(frame)}, maxlen=self.maxlen, approximate=True
-            )
-        except (RedisError, OSError) as exc:
-            if not isinstance(exc, TRANSIENT_ERRORS) and not str(exc).startswith("OOM"):
-                raise
-            counters.dropped += 1
-            now = time.monotonic()
-            if now - self._last_warning > 5.0:
-                self._last_warning = now
-                log.warning("redis refuses frames (%s): dropping frames until it is back", exc)
+            replies = pipe.execute(raise_on_error=False)
+        except UNREACHABLE as exc:
+            self._drop(batch, f"redis unreachable: {exc}")
             return False
-        counters.published += 1
-        return True
+        refused = [(item, reply) for item, reply in zip(batch, replies, strict=True) if isinstance(reply, RedisError)]
+        with self._cond:
+            for (frame, _), reply in zip(batch, replies, strict=True):
+                if not isinstance(reply, RedisError):
+                    self.counters[frame.stream].published += 1
+        if refused:
+            reply = refused[0][1]
+            self._drop([item for item, _ in refused], f"redis refused frames ({type(reply).__name__}: {reply})")
+        return not refused
+
+    def _drop(self, batch: list[tuple[Frame, int]], why: str) -> None:
+        with self._cond:
+            for frame, _ in batch:
+                self.counters[frame.stream].dropped += 1
+        now = time.monotonic()
+        if now - self._last_warning > 5.0:
+            self._last_warning = now
+            log.warning("%s: dropping frames until it accepts them again", why)

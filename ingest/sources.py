@@ -1,8 +1,17 @@
-"""Frame sources. Each yields BGR uint8 frames; ``None`` means the source has ended."""
+"""Frame sources: video files, RTSP, HTTP (MJPEG, HLS), webcams, folders of images, and a synthetic camera.
+
+A source is read in two steps so that a live stream can be drained at its native rate while only the sampled
+frames are decoded: ``grab()`` takes the next frame and returns its timestamp (None at the end of a finite source;
+:class:`SourceError` when the source broke), ``retrieve()`` decodes the frame grabbed last (:class:`FrameError`
+when that one frame is unusable: it is skipped and counted).
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -10,23 +19,36 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from common.config import FileSourceConfig, SourceConfig, SyntheticSourceConfig
+from common.config import (
+    FileSourceConfig,
+    HttpSourceConfig,
+    ImagesSourceConfig,
+    RtspSourceConfig,
+    SourceConfig,
+    SyntheticSourceConfig,
+    WebcamSourceConfig,
+)
 
 
 class SourceError(RuntimeError):
-    """A source that cannot be opened or read; the message says which and how to fix it."""
+    """A source that cannot be opened or stopped delivering; the message says which and how to fix it."""
+
+
+class FrameError(RuntimeError):
+    """One frame that cannot be decoded; the source goes on."""
 
 
 class Source(Protocol):
+    live: bool
+    """Frames arrive in real time and must be drained (cameras); otherwise they are read on demand (files)."""
     fps: float | None
     """Native frame rate, when known."""
 
-    def read(self) -> np.ndarray | None: ...
+    def grab(self) -> float | None: ...
+
+    def retrieve(self) -> np.ndarray: ...
 
     def close(self) -> None: ...
-
-
-SHAPE_LABELS = ("circle", "square", "triangle")
 
 
 @dataclass(frozen=True)
@@ -37,13 +59,18 @@ class Truth:
     box: tuple[int, int, int, int]
 
 
+SHAPE_LABELS = ("circle", "square", "triangle")
+
+
 class SyntheticSource:
     """Moving labelled shapes, fully determined by the seed and the frame index (so tests can score)."""
+
+    live = False
 
     def __init__(self, cfg: SyntheticSourceConfig) -> None:
         self.cfg = cfg
         self.fps: float | None = cfg.fps
-        self.index = 0
+        self.index = -1
         rng = np.random.default_rng(cfg.seed)
         w, h = cfg.width, cfg.height
         self._background = self._make_background(rng, w, h)
@@ -89,10 +116,12 @@ class SyntheticSource:
                 cv2.fillPoly(frame, [points], colour, cv2.LINE_AA)
         return frame
 
-    def read(self) -> np.ndarray | None:
-        frame = self.render(self.index)
+    def grab(self) -> float | None:
         self.index += 1
-        return frame
+        return self.index / self.cfg.fps
+
+    def retrieve(self) -> np.ndarray:
+        return self.render(self.index)
 
     def close(self) -> None:
         pass
@@ -104,33 +133,156 @@ def _bounce(t: float) -> float:
     return 2.0 - t if t > 1.0 else t
 
 
-class VideoFileSource:
-    """A video file through OpenCV's FFmpeg backend, optionally looped."""
+# FFmpeg reads its capture options from the environment when a capture opens: serialise opens that set them.
+_OPEN_LOCK = threading.Lock()
 
-    def __init__(self, cfg: FileSourceConfig) -> None:
-        self.cfg = cfg
-        path = Path(cfg.path)
-        if not path.is_file():
-            raise SourceError(f"video file {path} does not exist: fix the camera's source.path")
-        self._cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+
+class CaptureSource:
+    """Anything OpenCV's FFmpeg (or V4L2) backend opens: files, RTSP, HTTP MJPEG and HLS, webcams."""
+
+    def __init__(
+        self,
+        target: str | int,
+        what: str,
+        *,
+        live: bool,
+        loop: bool = False,
+        api: int = cv2.CAP_FFMPEG,
+        params: list[int] | None = None,
+        ffmpeg_options: str | None = None,
+    ) -> None:
+        self.live = live
+        self.loop = loop
+        self._what = what
+        with _OPEN_LOCK:
+            saved = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+            if ffmpeg_options:
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = ffmpeg_options
+            try:
+                self._cap = cv2.VideoCapture(target, api, params or [])
+            finally:
+                if saved is None:
+                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+                else:
+                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = saved
         if not self._cap.isOpened():
-            raise SourceError(f"OpenCV cannot open video file {path}: is it a video in a format FFmpeg reads?")
+            raise SourceError(f"cannot open {what}")
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else None
+        self._index = -1
+        self._offset = 0.0  # media time of the loops already played
 
-    def read(self) -> np.ndarray | None:
-        ok, frame = self._cap.read()
-        if not ok and self.cfg.loop:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, frame = self._cap.read()
-        return frame if ok else None
+    def grab(self) -> float | None:
+        if self._cap.grab():
+            return self._timestamp()
+        if self.live:
+            raise SourceError(f"{self._what} stopped delivering frames")
+        if not self.loop or self._index < 0:
+            return None
+        self._offset += (self._index + 1) / (self.fps or 25.0)  # the loop just played
+        self._index = -1
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        if not self._cap.grab():
+            raise SourceError(f"{self._what} cannot be rewound to loop")
+        return self._timestamp()
+
+    def _timestamp(self) -> float:
+        if self.live:
+            return time.monotonic()
+        self._index += 1
+        return self._offset + self._index / (self.fps or 25.0)
+
+    def retrieve(self) -> np.ndarray:
+        ok, frame = self._cap.retrieve()
+        if not ok or frame is None:
+            raise FrameError(f"{self._what}: a frame could not be decoded")
+        image: np.ndarray = frame
+        return image
 
     def close(self) -> None:
         self._cap.release()
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class ImagesSource:
+    """A folder of images in name order, standing for a camera at ``fps``."""
+
+    live = False
+
+    def __init__(self, cfg: ImagesSourceConfig) -> None:
+        self.cfg = cfg
+        self.fps: float | None = cfg.fps
+        folder = Path(cfg.path)
+        if not folder.is_dir():
+            raise SourceError(f"image folder {folder} does not exist: fix the camera's source.path")
+        self._files = sorted(p for p in folder.glob(cfg.pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self._files:
+            raise SourceError(f"image folder {folder} has no images matching {cfg.pattern!r}")
+        self._index = -1
+
+    def grab(self) -> float | None:
+        if self._index + 1 >= len(self._files) and not self.cfg.loop:
+            return None
+        self._index += 1
+        return self._index / self.cfg.fps
+
+    def retrieve(self) -> np.ndarray:
+        path = self._files[self._index % len(self._files)]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FrameError(f"{path} is not a readable image")
+        frame: np.ndarray = image
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
 def open_source(cfg: SourceConfig) -> Source:
-    """The source a camera's config describes; raises :class:`SourceError` with a clear message."""
+    """The source a camera's config describes; raises :class:`SourceError` saying what failed and what to check."""
     if isinstance(cfg, SyntheticSourceConfig):
         return SyntheticSource(cfg)
-    return VideoFileSource(cfg)
+    if isinstance(cfg, ImagesSourceConfig):
+        return ImagesSource(cfg)
+    if isinstance(cfg, FileSourceConfig):
+        path = Path(cfg.path)
+        if not path.is_file():
+            raise SourceError(f"video file {path} does not exist: fix the camera's source.path")
+        what = f"video file {path} (is it a video FFmpeg can read?)"
+        return CaptureSource(str(path), what, live=False, loop=cfg.loop)
+    if isinstance(cfg, RtspSourceConfig | HttpSourceConfig):
+        timeouts = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(cfg.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(cfg.read_timeout_s * 1000),
+        ]
+        options = f"rtsp_transport;{cfg.transport}" if isinstance(cfg, RtspSourceConfig) else None
+        what = f"{cfg.kind} stream {_redact(cfg.url)} (check the URL, the network and the camera)"
+        return CaptureSource(cfg.url, what, live=True, params=timeouts, ffmpeg_options=options)
+    return _webcam(cfg)
+
+
+def _webcam(cfg: WebcamSourceConfig) -> Source:
+    params: list[int] = []
+    for prop, value in (
+        (cv2.CAP_PROP_FRAME_WIDTH, cfg.width),
+        (cv2.CAP_PROP_FRAME_HEIGHT, cfg.height),
+        (cv2.CAP_PROP_FPS, cfg.fps),
+    ):
+        if value is not None:
+            params += [prop, int(value)]
+    what = f"webcam {cfg.index} (/dev/video{cfg.index}: is it present and not in use?)"
+    return CaptureSource(cfg.index, what, live=True, api=cv2.CAP_V4L2, params=params)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest.split("/", 1)[0]:
+        return url
+    credentials, _, host = rest.partition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"

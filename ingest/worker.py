@@ -1,100 +1,119 @@
-"""The ingest process: one reader thread per camera, all publishing through one shared publisher."""
+"""The ingest process: a reader thread per camera and one shared publisher; SIGHUP reloads the camera list."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
-
-from common.config import CameraConfig
+from common.config import CameraConfig, ConfigError, StackConfig, load_config
 from common.keys import Keys
 from common.redis_io import connect
 from common.service import Context
-from ingest.prepare import EncodeError, make_frame
 from ingest.publisher import Publisher
-from ingest.sources import SourceError, open_source
+from ingest.reader import Backoff, CameraReader
 
 log = logging.getLogger(__name__)
 
 
+def selected(config: StackConfig, names: list[str] | None) -> list[CameraConfig]:
+    """The cameras this process serves: all, or those named with --camera (one process per camera)."""
+    return [c for c in config.ingest.cameras if names is None or c.name in names]
+
+
+def check(config: StackConfig, args: argparse.Namespace) -> list[str]:
+    known = {c.name for c in config.ingest.cameras}
+    unknown = sorted(set(args.camera or ()) - known)
+    if unknown:
+        return [f"--camera {', '.join(unknown)}: not in ingest.cameras ({', '.join(sorted(known)) or 'none'})"]
+    return [] if selected(config, args.camera) else ["ingest.cameras is empty: configure at least one camera"]
+
+
 @dataclass
-class CameraReader:
-    """Reads one camera, keeps every n-th frame, publishes it; stops at the end, on stop, or after max_frames."""
+class Fleet:
+    """The running readers, by camera name; ``apply`` changes the set without touching unchanged cameras."""
 
-    camera: CameraConfig
     publisher: Publisher
-    stop: threading.Event
-    max_frames: int | None = None
-    error: str | None = None
+    config: StackConfig
+    max_frames: int | None
+    readers: dict[str, CameraReader] = field(default_factory=dict)
 
-    def run(self) -> None:
-        try:
-            source = open_source(self.camera.source)
-        except SourceError as exc:
-            self.error = f"camera {self.camera.name}: {exc}"
-            log.error("%s", self.error)
-            return
-        counters = self.publisher.counter(self.camera.name)
-        interval = 1.0 / source.fps if getattr(self.camera.source, "realtime", False) and source.fps else 0.0
-        next_at = time.monotonic()
-        try:
-            while not self.stop.is_set() and (self.max_frames is None or counters.published < self.max_frames):
-                image = source.read()
-                if image is None:
-                    log.info("camera %s: source ended", self.camera.name)
-                    break
-                counters.read += 1
-                if (counters.read - 1) % self.camera.every_n == 0:
-                    counters.sampled += 1
-                    self._publish(image, counters.sampled - 1)
-                if interval:
-                    next_at += interval  # a schedule, not a sleep per frame: no drift
-                    self.stop.wait(max(0.0, next_at - time.monotonic()))
-        finally:
-            source.close()
+    def apply(self, config: StackConfig, cameras: list[CameraConfig]) -> None:
+        self.config = config
+        wanted = {c.name: c for c in cameras}
+        for name, reader in list(self.readers.items()):
+            if wanted.get(name) != reader.camera:
+                log.info("camera %s: %s", name, "changed: restarting" if name in wanted else "removed: stopping")
+                reader.stop.set()
+                reader.join(5.0)
+                del self.readers[name]
+        for name, camera in wanted.items():
+            if name not in self.readers:
+                self.readers[name] = self._reader(camera).start()
 
-    def _publish(self, image: np.ndarray, seq: int) -> None:
-        try:
-            frame = make_frame(self.camera, image, seq, time.time())
-        except EncodeError as exc:
-            self.publisher.counter(self.camera.name).skipped += 1
-            log.warning("camera %s: frame %d skipped: %s", self.camera.name, seq, exc)
-            return
-        self.publisher.publish(frame)
+    def _reader(self, camera: CameraConfig) -> CameraReader:
+        ingest = self.config.ingest
+        return CameraReader(
+            camera,
+            self.publisher,
+            camera.maxlen or self.config.streams.frames_maxlen,
+            Backoff(ingest.retry_initial_s, ingest.retry_max_s),
+            self.max_frames,
+        )
+
+    def active(self) -> bool:
+        return any(r.alive() for r in self.readers.values())
+
+    def stop(self, timeout: float) -> None:
+        for reader in self.readers.values():
+            reader.stop.set()
+        deadline = time.monotonic() + timeout
+        for reader in self.readers.values():
+            reader.join(max(0.0, deadline - time.monotonic()))
+
+    def log_stats(self) -> None:
+        for name in sorted(self.publisher.counters):
+            log.info("camera %s: %s", name, self.publisher.counters[name].line())
 
 
 def run(ctx: Context) -> int:
-    """Run every configured camera until they end, the bounds are reached, or a signal asks to stop."""
     cfg = ctx.config
-    publisher = Publisher(connect(ctx.redis_url, cfg.redis), Keys(cfg.streams.prefix), cfg.streams.frames_maxlen)
-    stop = threading.Event()
-    readers = [CameraReader(cam, publisher, stop, ctx.args.max_frames) for cam in cfg.ingest.cameras]
-    threads = [threading.Thread(target=r.run, name=f"camera-{r.camera.name}", daemon=True) for r in readers]
-    for t in threads:
-        t.start()
-    log.info("ingesting %d cameras", len(threads))
+    # Ingest must never wait on Redis: one quick attempt, and the publisher drops and counts what cannot go.
+    client = connect(ctx.redis_url, cfg.redis.model_copy(update={"retries": 0, "socket_timeout_s": 5.0}))
+    publisher = Publisher(client, Keys(cfg.streams.prefix), cfg.ingest.queue_size, cfg.ingest.pipeline).start()
+    fleet = Fleet(publisher, cfg, ctx.args.max_frames)
+    fleet.apply(cfg, selected(cfg, ctx.args.camera))
     ctx.bounds.max_frames = None  # ingest applies --max-frames per camera
-    while any(t.is_alive() for t in threads):
-        if (why := ctx.stop_reason()) is not None:
-            log.info("stopping: %s", why)
-            break
+    reload = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    log.info("ingesting %d cameras", len(fleet.readers))
+    next_stats = time.monotonic() + cfg.ingest.stats_interval_s
+    while (why := ctx.stop_reason()) is None and fleet.active():
+        if reload.is_set():
+            reload.clear()
+            _reload(ctx, fleet)
+        if time.monotonic() >= next_stats:
+            next_stats += fleet.config.ingest.stats_interval_s
+            fleet.log_stats()
         ctx.shutdown.wait(0.2)
-    stop.set()
-    for t in threads:
-        t.join(timeout=ctx.shutdown.drain_s)
-    for name, c in sorted(publisher.counters.items()):
-        log.info(
-            "camera %s: read %d, sampled %d, published %d, dropped %d, skipped %d",
-            name,
-            c.read,
-            c.sampled,
-            c.published,
-            c.dropped,
-            c.skipped,
-        )
-    publisher.client.close()
-    failed = [r.error for r in readers if r.error]
-    return 1 if failed and len(failed) == len(readers) else 0
+    log.info("stopping: %s", why or "every source has ended")
+    fleet.stop(ctx.shutdown.drain_s / 2)
+    publisher.close(ctx.shutdown.drain_s / 2)  # in-flight frames are published
+    fleet.log_stats()
+    client.close()
+    return 0
+
+
+def _reload(ctx: Context, fleet: Fleet) -> None:
+    """SIGHUP: re-read the config; cameras added, removed or changed are started or stopped, others untouched."""
+    try:
+        config = load_config(ctx.args.config)
+    except ConfigError as exc:
+        log.error("SIGHUP: config not reloaded, keeping the running one:\n%s", exc)
+        return
+    cameras = selected(config, ctx.args.camera)
+    log.info("SIGHUP: config reloaded, %d cameras", len(cameras))
+    fleet.apply(config, cameras)

@@ -147,6 +147,7 @@ def test_every_frame_gets_exactly_one_result_and_bad_messages_are_dead_lettered(
 
 def test_the_launcher_runs_the_stack_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     config = stack_yaml(tmp_path, "launch", architecture="tiny", fps=6.0, replicas=2)
+    config.write_text(config.read_text().replace("ingest:\n", "ingest:\n  process_per_camera: true\n"))
     out = tmp_path / "results.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "common.launcher", "--config", str(config)],
@@ -174,3 +175,4 @@ def test_the_launcher_runs_the_stack_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
         assert set(seqs) == set(range(max(seqs) + 1)), f"{stream}: frames lost"
     assert len({r["seq"] for r in got if r["stream"] == "clip"}) == FRAMES
     assert {r["replica"] for r in got} <= {"main-0", "main-1"}
+    assert "started sink-out, detector-main-0, detector-main-1, ingest-synth, ingest-clip" in log

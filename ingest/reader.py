@@ -1,0 +1,138 @@
+"""One camera: open its source (retrying with backoff), drain it, sample, prepare and hand frames to the publisher."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from common.config import CameraConfig
+from ingest.prepare import EncodeError, make_frame
+from ingest.publisher import Publisher, StreamCounters
+from ingest.sampler import Sampler
+from ingest.sources import FrameError, Source, SourceError, SyntheticSource, open_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter, so that many cameras behind one failed switch do not retry in lockstep."""
+
+    initial_s: float
+    max_s: float
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.max_s, self.initial_s * 2.0**self.attempt)
+        self.attempt += 1
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter, not cryptography
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class CameraReader:
+    camera: CameraConfig
+    publisher: Publisher
+    maxlen: int
+    backoff: Backoff
+    max_frames: int | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    finished: bool = False
+    """The source ended (or max_frames was reached): the reader will not reopen it."""
+    _seq: int = 0
+    _thread: threading.Thread | None = None
+
+    def start(self) -> CameraReader:
+        self._thread = threading.Thread(target=self.run, name=f"camera-{self.camera.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        counters = self.publisher.counter(self.camera.name)
+        name = self.camera.name
+        while not self.stop.is_set():
+            try:
+                source = open_source(self.camera.source)
+            except SourceError as exc:
+                self._failed(counters, f"{exc}")
+                continue
+            try:
+                self.finished = self._pump(source, counters)
+            except SourceError as exc:
+                counters.reconnects += 1
+                self._failed(counters, f"{exc}")
+            finally:
+                source.close()
+            if self.finished:
+                log.info("camera %s: finished (%s)", name, counters.line())
+                return
+
+    def _failed(self, counters: StreamCounters, message: str) -> None:
+        delay = self.backoff.next_delay()
+        counters.last_error = message
+        log.error("camera %s: %s; retrying in %.1f s", self.camera.name, message, delay)
+        self.stop.wait(delay)
+
+    def _pump(self, source: Source, counters: StreamCounters) -> bool:
+        """Read until the source ends (True), or a stop is asked (False); SourceError when it breaks."""
+        sampler = Sampler(self.camera.every_n, self.camera.fps)
+        paced = not source.live and getattr(self.camera.source, "realtime", False)
+        origin: float | None = None
+        truth = _truth_file(self.camera, source)
+        try:
+            while not self.stop.is_set():
+                if self.max_frames is not None and counters.sampled >= self.max_frames:
+                    return True
+                ts = source.grab()
+                if ts is None:
+                    return True
+                counters.read += 1
+                self.backoff.reset()
+                if paced:  # a schedule on media time, not a sleep per frame: no drift
+                    origin = time.monotonic() - ts if origin is None else origin
+                    self.stop.wait(max(0.0, origin + ts - time.monotonic()))
+                if sampler.due(ts):
+                    counters.sampled += 1
+                    self._publish(source, counters, truth)
+            return False
+        finally:
+            if truth is not None:
+                truth.close()
+
+    def _publish(self, source: Source, counters: StreamCounters, truth: IO[str] | None) -> None:
+        captured = time.time()
+        try:
+            frame = make_frame(self.camera, source.retrieve(), self._seq, captured)
+        except (FrameError, EncodeError) as exc:
+            counters.skipped += 1
+            counters.last_error = str(exc)
+            log.warning("camera %s: frame skipped: %s", self.camera.name, exc)
+            return
+        if truth is not None and isinstance(source, SyntheticSource):
+            objects = [{"label": t.label, "box": list(t.box)} for t in source.truth(source.index)]
+            truth.write(json.dumps({"stream": frame.stream, "seq": frame.seq, "objects": objects}) + "\n")
+        self._seq += 1
+        self.publisher.submit(frame, self.maxlen)
+
+
+def _truth_file(camera: CameraConfig, source: Source) -> IO[str] | None:
+    path: Path | None = getattr(camera.source, "truth_path", None)
+    if path is None or not isinstance(source, SyntheticSource):
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a", encoding="utf-8", buffering=1)  # line-buffered: a reader sees whole frames
