@@ -248,22 +248,51 @@ class IngestConfig(_Strict):
 
 # ---------------------------------------------------------------------------------------------------- detector
 class ModelConfig(_Strict):
+    """A TrainYourOwnYOLO model: a folder as TYOY writes it, or the files one by one (which override the folder)."""
+
+    folder: ConfigPath | None = Field(
+        None,
+        description="Folder holding trained_weights_final.h5 (or one .h5), *anchors*.txt and *classes*.txt.",
+    )
     weights: ConfigPath | None = Field(
-        None, description="TrainYourOwnYOLO weights (.h5). None: random weights, for smoke tests only."
+        None,
+        description="TYOY weights (.h5: weights only, or a full saved model). None and no folder: random weights.",
     )
     anchors: ConfigPath | None = Field(
-        None, description="Anchors file (9 pairs: YOLOv3, 6: tiny). None: keras-yolo3's defaults."
+        None, description="Anchors file (9 pairs: YOLOv3, 6: tiny). None and no folder: keras-yolo3's defaults."
     )
-    classes: ConfigPath | list[str] = Field(description="Classes file, or the class names in index order.")
+    classes: ConfigPath | list[str] | None = Field(
+        None, description="Classes file, or the class names in index order; required without a folder."
+    )
     architecture: Literal["auto", "yolov3", "tiny"] = Field(
         "auto", description="auto: from the anchor count (6: tiny), else yolov3."
     )
     input_size: int = Field(416, ge=32, le=2048, multiple_of=32, description="Network input side, pixels.")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random weights when weights is None.")
+    resize: Literal["pil", "opencv"] = Field(
+        "pil",
+        description="Letterbox resize: pil is TYOY's bicubic (same results as training and TYOY's detect_image); "
+        "opencv is faster with slightly different pixels.",
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random weights when there is no weights file.")
+
+    @model_validator(mode="after")
+    def _classes_known(self) -> Self:
+        if self.folder is None and self.classes is None:
+            raise ValueError("give a model folder, or the classes (a file or a list of names)")
+        return self
 
 
 class TensorFlowEngineConfig(_Strict):
+    """Keras 3 on TensorFlow; GPU settings are applied before TensorFlow touches a GPU."""
+
     kind: Literal["tensorflow"] = "tensorflow"
+    gpu: int | Literal["auto"] | None = Field(
+        "auto", description="GPU index to pin to; None: CPU only; auto: TensorFlow's choice (the first GPU)."
+    )
+    memory_fraction: float = Field(
+        1.0, gt=0, le=1, description="Share of the GPU's memory this process may use (a TensorFlow memory limit)."
+    )
+    allow_growth: bool = Field(True, description="Take GPU memory as needed instead of the whole share at start.")
     hush: bool = Field(True, description="Silence TensorFlow's and absl's start-up logging.")
 
 
@@ -277,10 +306,23 @@ class PoolConfig(ConsumerConfig):
     engine: EngineConfig = Field(default_factory=TensorFlowEngineConfig)
     replicas: int = Field(1, ge=1, le=256, description="Processes the local launcher starts for this pool.")
     max_batch: int = Field(8, ge=1, le=1024, description="Most frames in one inference batch.")
+    max_wait_ms: int = Field(
+        20, ge=0, le=60_000, description="Longest wait for a batch to fill, from its first frame; then it runs."
+    )
+    max_age_ms: int | None = Field(
+        5000, ge=1, le=86_400_000, description="Frames older than this are acked as stale, not inferred; None: keep."
+    )
     score_threshold: float = Field(0.3, ge=0, le=1, description="Keep detections scoring at least this.")
+    min_score: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="Per-label score threshold, in place of score_threshold."
+    )
     iou_threshold: float = Field(0.45, gt=0, le=1, description="Per-class NMS IoU threshold.")
     max_per_class: int = Field(20, ge=1, le=10_000, description="Most boxes kept per class.")
     ignore_labels: list[str] = Field(default_factory=list, description="Labels never published.")
+    decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding and letterboxing the next batch.")
+    inference_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="An inference running longer restarts the engine (the watchdog)."
+    )
 
 
 class DetectorConfig(_Strict):

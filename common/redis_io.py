@@ -102,13 +102,14 @@ class GroupReader:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -------------------------------------------------------------------------------------------- reading
-    def read(self, wait: bool = True) -> list[Entry]:
-        """The next entries: own pending first, then claimed idle ones, then new ones (blocking up to block_ms).
+    def read(self, block_ms: int | None = None) -> list[Entry]:
+        """The next entries: own pending first, then claimed idle ones, then new ones, blocking up to ``block_ms``
+        (default: the reader's; 0: do not block).
 
         Never raises on Redis trouble: it logs, backs off and returns an empty list.
         """
         try:
-            entries = self._read_once(wait)
+            entries = self._read_once(self.block_ms if block_ms is None else block_ms)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -126,17 +127,16 @@ class GroupReader:
         self._backoff_s = 0.0
         return self._screen(entries)
 
-    def _read_once(self, wait: bool) -> list[Entry]:
+    def _read_once(self, block_ms: int) -> list[Entry]:
         now = time.monotonic()
         if now >= self._next_scan:
             self._rescan()
             self._next_scan = now + self.rescan_s
         if not self._keys:
-            if wait:
-                time.sleep(min(self.block_ms / 1000, self.rescan_s))
+            time.sleep(min(block_ms / 1000, self.rescan_s))
             return []
-        if self._backlog:
-            return self._read_own_pending()
+        if self._backlog and (own := self._read_own_pending()):
+            return own
         if now >= self._next_claim:
             self._next_claim = now + self.claim_idle_ms / 2000
             claimed = self._claim_idle()
@@ -147,26 +147,39 @@ class GroupReader:
             self.consumer,
             dict.fromkeys(self._keys, ">"),
             count=self.count,
-            block=self.block_ms if wait else None,
+            block=block_ms if block_ms > 0 else None,  # BLOCK 0 would wait forever
         )
         return [Entry(k, i, p, trimmed=t) for k, i, p, t in _flatten(reply, self.payload_field)]
 
     def _read_own_pending(self) -> list[Entry]:
-        key, after = next(iter(self._backlog.items()))
-        reply = self.client.xreadgroup(self.group, self.consumer, {key: after}, count=self.count)
-        found = list(_flatten(reply, self.payload_field))
-        if not found:
-            del self._backlog[key]
-            return []
-        self._backlog[key] = found[-1][1]
-        self.stats.redelivered += len(found)
-        return self._with_deliveries(key, [(i, p, t) for _, i, p, t in found])
+        """Entries this consumer was given before a restart and never acked, key by key, in id order."""
+        while self._backlog:
+            key, after = next(iter(self._backlog.items()))
+            reply = self.client.xreadgroup(self.group, self.consumer, {key: after}, count=self.count)
+            found = list(_flatten(reply, self.payload_field))
+            if not found:
+                del self._backlog[key]
+                continue
+            self._backlog[key] = found[-1][1]
+            self.stats.redelivered += len(found)
+            return self._with_deliveries(key, [(i, p, t) for _, i, p, t in found])
+        return []
 
     def _claim_idle(self) -> list[Entry]:
+        """Entries *other* consumers left pending for claim_idle_ms (they crashed, or hang).
+
+        XPENDING's IDLE filter + XCLAIM rather than XAUTOCLAIM, which would also take back this consumer's own
+        entries still being worked on. Since 7.0 XCLAIM drops entries trimmed meanwhile from the pending list."""
         out: list[Entry] = []
         for key in self._keys:
-            reply = self.client.xautoclaim(key, self.group, self.consumer, self.claim_idle_ms, "0-0", self.count)
-            found = [(_text(i), _payload(f, self.payload_field), not f) for i, f in reply[1] if i is not None]
+            idle: list[Any] = self.client.xpending_range(
+                key, self.group, "-", "+", self.count * 4, idle=self.claim_idle_ms
+            )
+            ids = [_text(p["message_id"]) for p in idle if _text(p["consumer"]) != self.consumer][: self.count]
+            if not ids:
+                continue
+            claimed: list[Any] = self.client.xclaim(key, self.group, self.consumer, self.claim_idle_ms, ids)  # type: ignore[arg-type]
+            found = [(_text(i), _payload(f, self.payload_field), not f) for i, f in claimed if i is not None]
             if found:
                 self.stats.claimed += len(found)
                 log.info("claimed %d idle entries of %s for %s", len(found), key, self.consumer)

@@ -7,12 +7,22 @@ import sys
 
 from common import service
 from common.config import StackConfig
+from detector.model import ModelSpec
 from detector.worker import run
 
 
 def check(config: StackConfig, args: argparse.Namespace) -> list[str]:
+    """The pool must exist and its model files must be there and agree (checked before any framework loads)."""
     args.pool, problems = service.choose([p.name for p in config.detector.pools], args.pool, "detector.pools", "--pool")
-    return problems
+    if problems:
+        return problems
+    try:
+        ModelSpec.from_config(config.pool(args.pool).model)
+    except ImportError as exc:
+        return [f"the detector needs the tensorflow extra: pip install 'streamyolo[tensorflow]' ({exc})"]
+    except ValueError as exc:  # ModelFileError names the file, the problem and the fix
+        return [f"detector.pools[{args.pool}].model: {exc}"]
+    return []
 
 
 def main() -> int:

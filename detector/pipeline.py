@@ -1,14 +1,17 @@
-"""One batch of frame entries in, one result (or one dead-letter reason) per entry out.
+"""A batch of frame entries in, one result (or one dead-letter reason, or "stale") per entry out.
 
-This is the detector's logic without any Redis: decode the wire message and the image, letterbox into one batch,
-run the engine, decode boxes + NMS, map boxes to original pixels, drop ignored labels.
+The detector's logic without Redis, in two stages so that the next batch is prepared while the engine runs:
+``prepare`` decodes the wire messages and images and letterboxes them into one array (on a thread pool);
+``infer`` runs the engine, decodes boxes + NMS, maps boxes to original pixels and applies the label rules.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -18,8 +21,11 @@ from common.redis_io import Entry
 from common.wire import Detection, Frame, Result, Timings, WireError, decode
 from detector.engines import Engine
 from detector.model import ModelSpec
+from detector.watchdog import InferenceTimeoutError
 from detector.yolo.postprocess import Detections, letterbox_into
 from detector.yolo.postprocess import decode as decode_heads
+
+log = logging.getLogger(__name__)
 
 
 class ImageError(ValueError):
@@ -44,6 +50,19 @@ def decode_image(frame: Frame) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+@dataclass
+class Prepared:
+    """A batch ready for the engine: ``batch[i]`` is ``frames[i]`` of ``entries[i]``."""
+
+    entries: list[Entry] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    decode_ms: list[float] = field(default_factory=list)
+    batch: np.ndarray | None = None
+    failed: list[tuple[Entry, str]] = field(default_factory=list)
+    stale: list[Entry] = field(default_factory=list)
+    picked_up: float = 0.0
+
+
 @dataclass(frozen=True)
 class Outcome:
     published: list[tuple[Entry, Result]]
@@ -59,69 +78,110 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self._ignored = set(self.pool.ignore_labels)
+        self._floor = min([self.pool.score_threshold, *self.pool.min_score.values()])
 
     def process(self, entries: Sequence[Entry]) -> Outcome:
-        picked_up = time.time()
-        size = self.spec.input_size
-        batch = np.empty((len(entries), size, size, 3), np.float32)
-        good: list[tuple[Entry, Frame, float]] = []
-        failed: list[tuple[Entry, str]] = []
+        """Both stages on the calling thread; stale entries are reported as failed."""
+        prepared = self.prepare(entries)
+        outcome = self.infer(prepared)
+        return Outcome(outcome.published, outcome.failed + [(e, "stale") for e in prepared.stale])
+
+    def prepare(self, entries: Sequence[Entry], executor: Executor | None = None) -> Prepared:
+        out = Prepared(picked_up=time.time())
+        frames: list[tuple[Entry, Frame]] = []
         for entry in entries:
-            t0 = time.perf_counter()
             try:
                 frame = decode(entry.payload, Frame)
-                letterbox_into(decode_image(frame), size, batch[len(good)])
-            except (WireError, ImageError) as exc:
-                failed.append((entry, f"{type(exc).__name__}: {exc}"))
+            except WireError as exc:
+                out.failed.append((entry, f"WireError: {exc}"))
                 continue
-            good.append((entry, frame, (time.perf_counter() - t0) * 1000))
-        if not good:
-            return Outcome([], failed)
+            too_old = (
+                self.pool.max_age_ms is not None and (out.picked_up - frame.capture_ts) * 1000 > self.pool.max_age_ms
+            )
+            (out.stale.append(entry) if too_old else frames.append((entry, frame)))
+        size = self.spec.input_size
+        batch = np.empty((len(frames), size, size, 3), np.float32)
+
+        def fill(i: int) -> tuple[int, float | str]:
+            t0 = time.perf_counter()
+            try:
+                letterbox_into(decode_image(frames[i][1]), size, batch[i], self.spec.resize)
+            except ImageError as exc:
+                return i, f"ImageError: {exc}"
+            return i, (time.perf_counter() - t0) * 1000
+
+        results = executor.map(fill, range(len(frames))) if executor else map(fill, range(len(frames)))
+        good: list[int] = []
+        for i, ms in results:
+            if isinstance(ms, str):
+                out.failed.append((frames[i][0], ms))
+            else:
+                good.append(i)
+                out.entries.append(frames[i][0])
+                out.frames.append(frames[i][1])
+                out.decode_ms.append(ms)
+        out.batch = batch[good] if len(good) < len(frames) else batch
+        return out
+
+    def infer(self, prepared: Prepared) -> Outcome:
+        if not prepared.entries or prepared.batch is None:
+            return Outcome([], prepared.failed)
         t0 = time.perf_counter()
-        outputs = self.engine.predict(batch[: len(good)])
+        try:
+            outputs = self.engine.predict(prepared.batch)
+        except InferenceTimeoutError as first:
+            log.error("%s; the engine was restarted: retrying the batch once", first)
+            try:
+                outputs = self.engine.predict(prepared.batch)
+            except InferenceTimeoutError as second:
+                reason = f"inference timed out twice ({second})"
+                return Outcome([], prepared.failed + [(e, reason) for e in prepared.entries])
         t1 = time.perf_counter()
         found = decode_heads(
             outputs,
             self.spec.anchors,
             len(self.spec.classes),
-            size,
-            [(f.image_width, f.image_height) for _, f, _ in good],
-            score_threshold=self.pool.score_threshold,
+            self.spec.input_size,
+            [(f.image_width, f.image_height) for f in prepared.frames],
+            score_threshold=self._floor,
             iou_threshold=self.pool.iou_threshold,
             max_per_class=self.pool.max_per_class,
         )
         t2 = time.perf_counter()
-        n = len(good)
+        n = len(prepared.entries)
         now = time.time()
         published = [
-            (
-                entry,
-                Result(
-                    frame_id=entry.id,
-                    stream=frame.stream,
-                    seq=frame.seq,
-                    capture_ts=frame.capture_ts,
-                    width=frame.width,
-                    height=frame.height,
-                    pool=self.pool.name,
-                    replica=self.replica,
-                    engine=self.engine.name,
-                    device=self.engine.device,
-                    batch_size=n,
-                    published_ts=now,
-                    timings=Timings(
-                        queue_ms=max(0.0, (picked_up - frame.capture_ts) * 1000),
-                        decode_ms=decode_ms,
-                        inference_ms=(t1 - t0) * 1000 / n,
-                        postprocess_ms=(t2 - t1) * 1000 / n,
-                        end_to_end_ms=max(0.0, (now - frame.capture_ts) * 1000),
-                    ),
-                    detections=self._detections(frame, dets),
-                ),
-            )
-            for (entry, frame, decode_ms), dets in zip(good, found, strict=True)
+            (entry, self._result(entry, frame, dets, n, now, prepared.picked_up, ms, (t1 - t0) / n, (t2 - t1) / n))
+            for entry, frame, dets, ms in zip(prepared.entries, prepared.frames, found, prepared.decode_ms, strict=True)
         ]
-        return Outcome(published, failed)
+        return Outcome(published, prepared.failed)
+
+    def _result(
+        self, entry: Entry, frame: Frame, dets: Detections, n: int, now: float, picked_up: float,
+        decode_ms: float, infer_s: float, post_s: float,
+    ) -> Result:  # fmt: skip
+        return Result(
+            frame_id=entry.id,
+            stream=frame.stream,
+            seq=frame.seq,
+            capture_ts=frame.capture_ts,
+            width=frame.width,
+            height=frame.height,
+            pool=self.pool.name,
+            replica=self.replica,
+            engine=self.engine.name,
+            device=self.engine.device,
+            batch_size=n,
+            published_ts=now,
+            timings=Timings(
+                queue_ms=max(0.0, (picked_up - frame.capture_ts) * 1000),
+                decode_ms=decode_ms,
+                inference_ms=infer_s * 1000,
+                postprocess_ms=post_s * 1000,
+                end_to_end_ms=max(0.0, (now - frame.capture_ts) * 1000),
+            ),
+            detections=self._detections(frame, dets),
+        )
 
     def _detections(self, frame: Frame, dets: Detections) -> list[Detection]:
         # Boxes come back in the pixels of the image carried; scale them to the original frame.
@@ -131,7 +191,7 @@ class Pipeline:
             dets.boxes.tolist(), dets.scores.tolist(), dets.classes.tolist(), strict=True
         ):
             label = self.spec.classes[cls]
-            if label in self._ignored:
+            if label in self._ignored or score < self.pool.min_score.get(label, self.pool.score_threshold):
                 continue
             out.append(Detection(label=label, class_id=cls, score=score, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy)))
         return out

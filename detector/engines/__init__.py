@@ -14,10 +14,15 @@ from detector.model import ModelSpec
 
 
 class Engine(Protocol):
-    name: str
-    """Engine kind, e.g. ``tensorflow``."""
-    device: str
-    """Where it runs, e.g. ``cpu`` or ``gpu:0``."""
+    @property
+    def name(self) -> str:
+        """Engine kind, e.g. ``tensorflow``."""
+        ...
+
+    @property
+    def device(self) -> str:
+        """Where it runs, e.g. ``cpu`` or ``gpu:0``."""
+        ...
 
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:
         """Raw YOLO head outputs for a float32 (B, S, S, 3) batch in [0, 1], RGB."""

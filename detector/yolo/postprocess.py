@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -32,11 +34,13 @@ _GREY = np.float32(128) / np.float32(255)
 _MAX_WH_LOGIT = np.float32(40.0)
 
 
-def letterbox_into(image: np.ndarray, size: int, out: np.ndarray) -> None:
+def letterbox_into(image: np.ndarray, size: int, out: np.ndarray, resize: Literal["pil", "opencv"] = "pil") -> None:
     """Letterbox ``image`` (HxWx3 uint8 RGB) into ``out`` ((size, size, 3) float32), values in [0, 1].
 
     Scale to fit (size truncated to int), bicubic resize, centred on grey 128, divided by 255: TYOY's
     ``letterbox_image`` + ``/ 255``. Writes in place so a batcher can fill one slice of its batch array.
+    ``resize="pil"`` is PIL's bicubic, as TYOY (and its training) did: the same pixels; ``"opencv"`` is faster,
+    without PIL's antialiasing when shrinking.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
@@ -52,7 +56,12 @@ def letterbox_into(image: np.ndarray, size: int, out: np.ndarray) -> None:
     # max(1, ...) only matters for images thinner than 1/size of their length, which would break resize.
     nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
     dx, dy = (size - nw) // 2, (size - nh) // 2
-    resized = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    if (nw, nh) == (w, h):
+        resized = image
+    elif resize == "pil":
+        resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BICUBIC))
+    else:
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_CUBIC)
     out[...] = _GREY
     # uint8 -> float32 then / 255 in float32, as TYOY's np.array(..., 'float32') / 255.
     np.divide(resized, np.float32(255), out=out[dy : dy + nh, dx : dx + nw], dtype=np.float32)
@@ -145,6 +154,7 @@ def decode(
     score_threshold: float = 0.3,
     iou_threshold: float = 0.45,
     max_per_class: int = 20,
+    clip: bool = True,
 ) -> list[Detections]:
     """Turn raw head outputs for a batch into per-image detections, as keras-yolo3's ``yolo_eval``.
 
@@ -236,6 +246,7 @@ def decode(
             threshold=thr,
             iou_threshold=iou_threshold,
             max_per_class=max_per_class,
+            clip=clip,
         )
         for i in range(batch)
     ]
@@ -249,6 +260,7 @@ def _select(
     threshold: np.float32,
     iou_threshold: float,
     max_per_class: int,
+    clip: bool,
 ) -> Detections:
     """Per-class threshold and NMS for one image's candidates ((K, 4) boxes, (K, C) class scores)."""
     rows, cols = np.nonzero(scores >= threshold)
@@ -266,10 +278,12 @@ def _select(
         out_scores.append(c_scores[keep])
         out_classes.append(np.full(keep.shape, c, dtype=np.int32))
     w, h = image_size
-    # keras-yolo3 runs NMS on unclipped boxes and TYOY clips afterwards; keep that order.
+    # keras-yolo3 runs NMS on unclipped boxes and TYOY clips afterwards; keep that order. (Its detect_image
+    # rounds and clips itself, and drops boxes starting below the image: clip=False leaves that to the caller.)
     final = np.concatenate(out_boxes)
-    np.clip(final[:, 0::2], 0, w, out=final[:, 0::2])
-    np.clip(final[:, 1::2], 0, h, out=final[:, 1::2])
+    if clip:
+        np.clip(final[:, 0::2], 0, w, out=final[:, 0::2])
+        np.clip(final[:, 1::2], 0, h, out=final[:, 1::2])
     return Detections(
         boxes=final.astype(np.float32, copy=False),
         scores=np.concatenate(out_scores).astype(np.float32, copy=False),

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 
 from common.config import ModelConfig, PoolConfig
 from common.redis_io import Entry
-from common.wire import Frame, encode
+from common.wire import Frame, decode, encode
 from detector.model import ModelSpec
 from detector.pipeline import Pipeline
+from detector.watchdog import Watchdog
 
 SIZE = 64
 CLASSES = ["cat", "NULL"]
@@ -23,8 +26,9 @@ class ScriptedEngine:
     name = "scripted"
     device = "cpu"
 
-    def __init__(self, hits: list[int]) -> None:
+    def __init__(self, hits: list[int], class_logit: float = 20.0) -> None:
         self.hits = hits
+        self.class_logit = class_logit
         self.batches: list[int] = []
 
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -36,13 +40,13 @@ class ScriptedEngine:
             # Cell (0, 0), first anchor of the coarse head: centre of the cell, anchor-sized, objectness ~1.
             coarse[:, 0, 0, 0:4] = 0.0
             coarse[:, 0, 0, 4] = 20.0
-            coarse[:, 0, 0, 5 + cls] = 20.0
+            coarse[:, 0, 0, 5 + cls] = self.class_logit
         return [coarse, fine]
 
 
-def make(hits: list[int], **pool: Any) -> tuple[Pipeline, ScriptedEngine]:
+def make(hits: list[int], class_logit: float = 20.0, **pool: Any) -> tuple[Pipeline, ScriptedEngine]:
     model = ModelConfig(classes=CLASSES, architecture="tiny", input_size=SIZE)
-    engine = ScriptedEngine(hits)
+    engine = ScriptedEngine(hits, class_logit)
     cfg = PoolConfig(name="p", model=model, **pool)
     return Pipeline(ModelSpec.from_config(model), engine, cfg, "r1"), engine
 
@@ -54,7 +58,7 @@ def jpeg_entry(seq: int, width: int = 128, height: int = 64, original: tuple[int
     frame = Frame(
         stream="cam",
         seq=seq,
-        capture_ts=1.0,
+        capture_ts=time.time(),
         width=original[0],
         height=original[1],
         encoding="jpeg",
@@ -100,7 +104,7 @@ def test_bad_entries_fail_with_reasons_while_good_ones_flow() -> None:
     broken = Frame(
         stream="cam",
         seq=6,
-        capture_ts=1.0,
+        capture_ts=time.time(),
         width=8,
         height=8,
         encoding="jpeg",
@@ -111,7 +115,7 @@ def test_bad_entries_fail_with_reasons_while_good_ones_flow() -> None:
     wrong_size = Frame(
         stream="cam",
         seq=7,
-        capture_ts=1.0,
+        capture_ts=time.time(),
         width=8,
         height=8,
         encoding="bgr8",
@@ -141,3 +145,72 @@ def test_a_batch_of_only_bad_entries_never_reaches_the_engine() -> None:
     out = pipeline.process([Entry("k", "1-1", b"junk")])
     assert out.published == [] and len(out.failed) == 1
     assert engine.batches == []
+
+
+def test_frames_older_than_max_age_are_stale_and_never_reach_the_engine() -> None:
+    pipeline, engine = make([0], max_age_ms=1000)
+    old = jpeg_entry(0)
+    frame = decode(old.payload, Frame).model_copy(update={"capture_ts": time.time() - 5})
+    prepared = pipeline.prepare([Entry("k", "1-9", encode(frame)), jpeg_entry(1)])
+    assert [e.id for e in prepared.stale] == ["1-9"]
+    assert [f.seq for f in prepared.frames] == [1]
+    pipeline.infer(prepared)
+    assert engine.batches == [1]
+
+
+def test_per_label_min_score_replaces_the_pool_threshold() -> None:
+    # A class logit of 0 scores the scripted box 0.5: a per-label floor above it removes it, one below keeps it.
+    strict, _ = make([0], class_logit=0.0, min_score={"cat": 0.6})
+    assert strict.process([jpeg_entry(0)]).published[0][1].detections == []
+    lenient, _ = make([0], class_logit=0.0, score_threshold=0.9, min_score={"cat": 0.4})
+    (det,) = lenient.process([jpeg_entry(0)]).published[0][1].detections
+    assert det.score == pytest.approx(0.5)
+    assert make([0], class_logit=0.0, score_threshold=0.9)[0].process([jpeg_entry(0)]).published[0][1].detections == []
+
+
+class StuckOnce(ScriptedEngine):
+    """Hangs on its first call, as a wedged GPU would."""
+
+    calls = 0
+
+    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+        StuckOnce.calls += 1
+        if StuckOnce.calls == 1:
+            time.sleep(2)
+        return super().predict(batch)
+
+
+def test_the_watchdog_restarts_a_stuck_engine_and_the_batch_is_retried_once() -> None:
+    StuckOnce.calls = 0
+    engines: list[ScriptedEngine] = []
+
+    def factory() -> ScriptedEngine:
+        engines.append(StuckOnce([0]))
+        return engines[-1]
+
+    watchdog = Watchdog(factory, timeout_s=0.3)
+    pipeline, _ = make([0])
+    pipeline.engine = watchdog
+    out = pipeline.process([jpeg_entry(0)])
+    assert watchdog.restarts == 1 and len(engines) == 2
+    assert len(out.published) == 1 and out.failed == []
+    watchdog.close()
+
+
+class AlwaysStuck(ScriptedEngine):
+    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+        time.sleep(1)
+        return super().predict(batch)
+
+
+def test_a_batch_that_times_out_twice_is_dead_lettered_with_the_reason() -> None:
+    watchdog = Watchdog(lambda: AlwaysStuck([0]), timeout_s=0.2)
+    pipeline, _ = make([0])
+    pipeline.engine = watchdog
+    out = pipeline.process([jpeg_entry(0), jpeg_entry(1)])
+    assert out.published == []
+    assert [why for _, why in out.failed] == [
+        "inference timed out twice (inference of a batch of 2 ran past 0.2 s (engine.inference_timeout_s))"
+    ] * 2
+    assert watchdog.restarts == 2
+    watchdog.close()

@@ -1,0 +1,58 @@
+"""The watchdog: an inference that runs past its limit gets the engine restarted (a stuck GPU call never
+returns, so the engine is rebuilt beside it and the stuck call is abandoned on its own thread)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import numpy as np
+
+from detector.engines import Engine
+
+log = logging.getLogger(__name__)
+
+
+class InferenceTimeoutError(RuntimeError):
+    """One inference ran past the limit; the engine has been restarted."""
+
+
+class Watchdog:
+    """An engine that restarts itself when one ``predict`` outlives ``timeout_s``."""
+
+    def __init__(self, factory: Callable[[], Engine], timeout_s: float) -> None:
+        self._factory = factory
+        self.timeout_s = timeout_s
+        self.restarts = 0
+        self._engine = factory()
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix="inference")
+
+    @property
+    def name(self) -> str:
+        return self._engine.name
+
+    @property
+    def device(self) -> str:
+        return self._engine.device
+
+    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+        future = self._runner.submit(self._engine.predict, batch)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            self._restart()
+            raise InferenceTimeoutError(
+                f"inference of a batch of {len(batch)} ran past {self.timeout_s:g} s (engine.inference_timeout_s)"
+            ) from None
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        log.error("inference stuck for %.0f s: restarting the engine (restart %d)", self.timeout_s, self.restarts)
+        self._runner.shutdown(wait=False, cancel_futures=True)  # the stuck call keeps its thread; never joined
+        self._engine = self._factory()
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix="inference")
+
+    def close(self) -> None:
+        self._runner.shutdown(wait=False, cancel_futures=True)
