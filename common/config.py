@@ -220,6 +220,13 @@ class CameraConfig(_Strict):
     maxlen: int | None = Field(
         None, ge=10, le=10_000_000, description="Cap of this camera's frames stream; default streams.frames_maxlen."
     )
+    decoder_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="FFmpeg decoder threads for this camera; 0: OpenCV's default (one per CPU: memory per camera "
+        "then grows with the host's core count).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -296,7 +303,30 @@ class TensorFlowEngineConfig(_Strict):
     hush: bool = Field(True, description="Silence TensorFlow's and absl's start-up logging.")
 
 
-EngineConfig = Annotated[TensorFlowEngineConfig, Field(discriminator="kind")]
+class TorchEngineConfig(_Strict):
+    """A native PyTorch graph built from the same weights files (BatchNorm folded); no TensorFlow needed."""
+
+    kind: Literal["torch"] = "torch"
+    gpu: int | Literal["auto"] | None = Field(
+        "auto", description="CUDA device index; None: CPU; auto: the first CUDA device if there is one."
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16 on a GPU, fp32 on the CPU."
+    )
+    channels_last: bool = Field(True, description="NHWC memory layout (faster convolutions on tensor cores).")
+    cuda_graphs: bool = Field(True, description="Capture one CUDA graph per batch-size bucket (GPU only).")
+    batch_buckets: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
+        min_length=1,
+        description="Batch sizes with a graph of their own; a batch is padded up to the next bucket.",
+    )
+    memory_fraction: float = Field(
+        1.0, gt=0, le=1, description="Share of the GPU's memory this process may use (torch's per-process cap)."
+    )
+    allow_growth: bool = Field(True, description="false: reserve the whole share at start.")
+
+
+EngineConfig = Annotated[TensorFlowEngineConfig | TorchEngineConfig, Field(discriminator="kind")]
 
 
 class PoolConfig(ConsumerConfig):

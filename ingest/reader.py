@@ -67,7 +67,7 @@ class CameraReader:
         name = self.camera.name
         while not self.stop.is_set():
             try:
-                source = open_source(self.camera.source)
+                source = open_source(self.camera.source, self.camera.decoder_threads)
             except SourceError as exc:
                 self._failed(counters, f"{exc}")
                 continue

@@ -1,7 +1,8 @@
 """Frame sources: video files, RTSP, HTTP (MJPEG, HLS), webcams, folders of images, and a synthetic camera.
 
-A source is read in two steps so that a live stream can be drained at its native rate while only the sampled
-frames are decoded: ``grab()`` takes the next frame and returns its timestamp (None at the end of a finite source;
+A source is read in two steps so that a live stream is drained at its native rate while only the sampled frames
+are converted to BGR (a compressed stream's decoder must still decode every frame: later frames refer to earlier
+ones): ``grab()`` takes the next frame and returns its timestamp (None at the end of a finite source;
 :class:`SourceError` when the source broke), ``retrieve()`` decodes the frame grabbed last (:class:`FrameError`
 when that one frame is unusable: it is skipped and counted).
 """
@@ -240,8 +241,9 @@ class ImagesSource:
         pass
 
 
-def open_source(cfg: SourceConfig) -> Source:
+def open_source(cfg: SourceConfig, decoder_threads: int = 1) -> Source:
     """The source a camera's config describes; raises :class:`SourceError` saying what failed and what to check."""
+    threads = [cv2.CAP_PROP_N_THREADS, decoder_threads] if decoder_threads else []
     if isinstance(cfg, SyntheticSourceConfig):
         return SyntheticSource(cfg)
     if isinstance(cfg, ImagesSourceConfig):
@@ -251,7 +253,7 @@ def open_source(cfg: SourceConfig) -> Source:
         if not path.is_file():
             raise SourceError(f"video file {path} does not exist: fix the camera's source.path")
         what = f"video file {path} (is it a video FFmpeg can read?)"
-        return CaptureSource(str(path), what, live=False, loop=cfg.loop)
+        return CaptureSource(str(path), what, live=False, loop=cfg.loop, params=threads)
     if isinstance(cfg, RtspSourceConfig | HttpSourceConfig):
         timeouts = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
@@ -261,7 +263,7 @@ def open_source(cfg: SourceConfig) -> Source:
         ]
         options = f"rtsp_transport;{cfg.transport}" if isinstance(cfg, RtspSourceConfig) else None
         what = f"{cfg.kind} stream {_redact(cfg.url)} (check the URL, the network and the camera)"
-        return CaptureSource(cfg.url, what, live=True, params=timeouts, ffmpeg_options=options)
+        return CaptureSource(cfg.url, what, live=True, params=timeouts + threads, ffmpeg_options=options)
     return _webcam(cfg)
 
 
