@@ -100,7 +100,7 @@ class YOLO:
         """Rows for many images, run through the model as one batch."""
         arrays = [_rgb(image) for image in images]
         size = self.spec.input_size
-        batch = np.empty((len(arrays), size, size, 3), np.float32)
+        batch = np.empty((len(arrays), size, size, 3), np.uint8)  # engines divide by 255 on their device
         for array, out in zip(arrays, batch, strict=True):
             letterbox_into(array, size, out, self.spec.resize)
         sizes = [(a.shape[1], a.shape[0]) for a in arrays]

@@ -100,7 +100,7 @@ class Pipeline:
             )
             (out.stale.append(entry) if too_old else frames.append((entry, frame)))
         size = self.spec.input_size
-        batch = np.empty((len(frames), size, size, 3), np.float32)
+        batch = np.empty((len(frames), size, size, 3), np.uint8)  # engines divide by 255 on their device
 
         def fill(i: int) -> tuple[int, float | str]:
             t0 = time.perf_counter()

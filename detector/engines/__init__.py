@@ -25,7 +25,8 @@ class Engine(Protocol):
         ...
 
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Raw YOLO head outputs for a float32 (B, S, S, 3) batch in [0, 1], RGB."""
+        """Raw YOLO head outputs (NHWC, float32) for a letterboxed RGB batch (B, S, S, 3): uint8 0-255, or
+        float32 already divided by 255."""
         ...
 
 
@@ -34,4 +35,6 @@ def create_engine(cfg: EngineConfig, spec: ModelSpec) -> Engine:
         from detector.engines.tensorflow import TensorFlowEngine
 
         return TensorFlowEngine(cfg, spec)
-    raise ValueError(f"unknown engine kind {cfg.kind!r}")
+    from detector.engines.torch import TorchEngine
+
+    return TorchEngine(cfg, spec)

@@ -139,11 +139,17 @@ class TensorFlowEngine:
         self.model = build_body(spec.architecture, len(spec.classes), spec.input_size)
         if spec.weights is not None:
             self.model.load_weights(str(spec.weights))  # by layer order: TYOY's files load unchanged
-        # One traced graph for any batch size: the batch dimension stays symbolic.
-        self._infer = tf.function(
-            lambda x: self.model(x, training=False),
-            input_signature=[tf.TensorSpec((None, spec.input_size, spec.input_size, 3), tf.float32)],
-        )
+        # One traced graph per input type for any batch size: the batch dimension stays symbolic.
+        shape = (None, spec.input_size, spec.input_size, 3)
+        self._infer = {
+            np.dtype(np.float32): tf.function(
+                lambda x: self.model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
+            ),
+            np.dtype(np.uint8): tf.function(
+                lambda x: self.model(tf.cast(x, tf.float32) / 255.0, training=False),
+                input_signature=[tf.TensorSpec(shape, tf.uint8)],
+            ),
+        }
         self._tf = tf
         log.info(
             "tensorflow engine ready: %s %d px on %s%s",
@@ -154,5 +160,5 @@ class TensorFlowEngine:
         )
 
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:
-        outputs = self._infer(self._tf.constant(batch))
+        outputs = self._infer[batch.dtype](self._tf.constant(batch))
         return [o.numpy() for o in outputs]

@@ -35,7 +35,8 @@ _MAX_WH_LOGIT = np.float32(40.0)
 
 
 def letterbox_into(image: np.ndarray, size: int, out: np.ndarray, resize: Literal["pil", "opencv"] = "pil") -> None:
-    """Letterbox ``image`` (HxWx3 uint8 RGB) into ``out`` ((size, size, 3) float32), values in [0, 1].
+    """Letterbox ``image`` (HxWx3 uint8 RGB) into ``out``: (size, size, 3) float32 in [0, 1], or uint8 0-255 (a
+    quarter of the bytes to move; the engine divides by 255 in float32, which gives the same values).
 
     Scale to fit (size truncated to int), bicubic resize, centred on grey 128, divided by 255: TYOY's
     ``letterbox_image`` + ``/ 255``. Writes in place so a batcher can fill one slice of its batch array.
@@ -47,9 +48,10 @@ def letterbox_into(image: np.ndarray, size: int, out: np.ndarray, resize: Litera
             f"letterbox needs an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}: "
             "decode frames to 3-channel 8-bit RGB first"
         )
-    if out.shape != (size, size, 3) or out.dtype != np.float32:
+    if out.shape != (size, size, 3) or out.dtype not in (np.float32, np.uint8):
         raise ValueError(
-            f"letterbox output must be a ({size}, {size}, 3) float32 array, got shape {out.shape} dtype {out.dtype}"
+            f"letterbox output must be a ({size}, {size}, 3) float32 or uint8 array, got shape {out.shape} "
+            f"dtype {out.dtype}"
         )
     h, w = image.shape[:2]
     scale = min(size / w, size / h)
@@ -62,6 +64,10 @@ def letterbox_into(image: np.ndarray, size: int, out: np.ndarray, resize: Litera
         resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BICUBIC))
     else:
         resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    if out.dtype == np.uint8:
+        out[...] = 128
+        out[dy : dy + nh, dx : dx + nw] = resized
+        return
     out[...] = _GREY
     # uint8 -> float32 then / 255 in float32, as TYOY's np.array(..., 'float32') / 255.
     np.divide(resized, np.float32(255), out=out[dy : dy + nh, dx : dx + nw], dtype=np.float32)

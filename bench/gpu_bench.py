@@ -1,0 +1,382 @@
+"""GPU benchmarks of the torch engine, run on an NVIDIA machine (one script, every variant, JSON out).
+
+Parts (``python bench/gpu_bench.py PART --out DIR``):
+- ``model``: model only — YOLOv3-416 and tiny, batch 1 to 64, fp32/fp16/bf16: img/s (CUDA events, median of
+  graph replays on a device-resident uint8 batch, normalisation included) and peak GPU memory; plus fp16/bf16
+  against fp32 on the same random input (max |diff| of the raw heads, relative to their range).
+- ``seed``: the seed's design on the same GPU — K processes, one per stream, batch 1, each with its own model and
+  a 1/K memory share, running this engine flat out: img/s each and in aggregate, GPU memory per process.
+- ``fractions``: several replicas on one GPU whose memory fractions sum to <= 1, growth off: every one runs and
+  none goes past its share (torch's reserved memory and nvidia-smi's per-process figure).
+- ``e2e``: a Redis-compatible server, ingest processes pushing N synthetic 416-px JPEG streams at 5 fps, detector
+  replicas on GPU 0: frames/s, p50/p99 capture-to-result latency, stale drops, CPU cores used, GPU memory.
+- ``two-gpu``: one model-only replica pinned to each of two GPUs at once vs one GPU alone, with nvidia-smi's
+  per-process GPU placement as evidence.
+Nothing is asserted; ``bench/gpu_report.py`` turns the JSON into the README's table and plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+Arch = Literal["yolov3", "tiny"]
+
+
+def engine(arch: Arch, precision: str, gpu: int = 0, fraction: float = 1.0, growth: bool = True) -> Any:
+    from common.config import ModelConfig, TorchEngineConfig
+    from detector.engines.torch import TorchEngine
+    from detector.model import ModelSpec
+
+    spec = ModelSpec.from_config(ModelConfig(classes=["a", "b", "c"], architecture=arch, input_size=416))
+    cfg = TorchEngineConfig(
+        gpu=gpu, precision=cast(Any, precision), memory_fraction=fraction, allow_growth=growth,
+        batch_buckets=[1, 2, 4, 8, 16, 32, 64],
+    )  # fmt: skip
+    return TorchEngine(cfg, spec)
+
+
+def time_device(e: Any, batch: int, iters: int = 50) -> float:
+    """Median seconds of one batch through the engine's CUDA graph, input already on the GPU."""
+    import torch
+
+    x = torch.randint(0, 256, (batch, 416, 416, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2)
+    for _ in range(5):
+        e.forward(x)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        start.record()
+        e.forward(x)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return float(np.median(times))
+
+
+def part_model(out: Path) -> dict[str, Any]:
+    import torch
+
+    rows = []
+    for arch in cast(list[Arch], ["yolov3", "tiny"]):
+        for precision in ("fp16", "bf16", "fp32"):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            e = engine(arch, precision)
+            for batch in (1, 8, 32, 64):
+                seconds = time_device(e, batch)
+                rows.append({
+                    "model": f"{arch}-416", "precision": precision, "batch": batch,
+                    "img_per_s": round(batch / seconds, 1), "ms_per_batch": round(seconds * 1000, 3),
+                    "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20),
+                })  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+            del e
+    accuracy = []
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 256, (4, 416, 416, 3), dtype=np.uint8)
+    for arch in cast(list[Arch], ["yolov3", "tiny"]):
+        ref = engine(arch, "fp32").predict(frames)
+        for precision in ("fp16", "bf16"):
+            got = engine(arch, precision).predict(frames)
+            rel = max(float(np.abs(g - r).max() / (np.abs(r).max() + 1e-9)) for g, r in zip(got, ref, strict=True))
+            accuracy.append({"model": f"{arch}-416", "precision": precision, "max_rel_diff_vs_fp32": rel})
+    return {"model_only": rows, "precision_vs_fp32": accuracy}
+
+
+def worker_loop(
+    arch: Arch, precision: str, gpu: int, fraction: float, growth: bool, seconds: float, batch: int
+) -> None:
+    """One process: the engine flat out at ``batch`` from host uint8 frames (as a per-stream process would)."""
+    import torch
+
+    e = engine(arch, precision, gpu, fraction, growth)
+    frames = np.random.default_rng(os.getpid()).integers(0, 256, (batch, 416, 416, 3), dtype=np.uint8)
+    for _ in range(5):
+        e.predict(frames)
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        e.predict(frames)
+        n += batch
+    elapsed = time.perf_counter() - started
+    print(json.dumps({
+        "pid": os.getpid(), "img_per_s": n / elapsed, "device": e.device,
+        "reserved_mb": torch.cuda.memory_reserved(e._device) / 2**20,
+        "peak_allocated_mb": torch.cuda.max_memory_allocated(e._device) / 2**20,
+        "total_mb": torch.cuda.get_device_properties(e._device).total_memory / 2**20,
+    }), flush=True)  # fmt: skip
+    time.sleep(2)  # stay alive while the parent reads nvidia-smi
+
+
+def gpu_apps() -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    uuids = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index,uuid", "--format=csv,noheader"], capture_output=True, text=True, check=False
+    ).stdout
+    index = {u.split(",")[1].strip(): int(u.split(",")[0]) for u in uuids.strip().splitlines()}
+    apps = []
+    for line in out.strip().splitlines():
+        pid, uuid, mem = (v.strip() for v in line.split(","))
+        apps.append({"pid": int(pid), "gpu": index.get(uuid), "used_mb": int(mem)})
+    return apps
+
+
+def gpu_used_mb() -> list[int]:
+    """Memory in use on each GPU, all processes together (nvidia-smi cannot always tell processes apart in a VM)."""
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    return [int(v) for v in out.split()]
+
+
+def run_workers(specs: list[list[str]], seconds: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "worker", *s, "--seconds", str(seconds)], stdout=subprocess.PIPE,
+                         text=True, cwd=ROOT)
+        for s in specs
+    ]  # fmt: skip
+    time.sleep(seconds * 0.6 + 20)  # model load + warm-up, then mid-run
+    apps = gpu_apps() + [{"pid": -1, "gpu": i, "used_mb": mb} for i, mb in enumerate(gpu_used_mb())]
+    reports = []
+    for p in procs:
+        line, _ = p.communicate(timeout=seconds + 300)
+        reports.append(json.loads(line.strip().splitlines()[-1]))
+    return reports, apps
+
+
+def part_seed(out: Path) -> dict[str, Any]:
+    results = []
+    for k in (1, 8, 16):
+        share = round(min(1.0, 0.95 / k), 3)
+        reports, apps = run_workers([["yolov3", "fp16", "0", str(share), "1", "1"]] * k, seconds=20)
+        mine = {a["pid"]: a["used_mb"] for a in apps}
+        results.append({
+            "processes": k, "memory_fraction_each": share,
+            "img_per_s_each": [round(r["img_per_s"], 1) for r in reports],
+            "img_per_s_total": round(sum(r["img_per_s"] for r in reports), 1),
+            "gpu_memory_mb_each_nvidia_smi": [mine.get(r["pid"]) for r in reports],
+            "gpu0_used_mb_all_processes": next(a["used_mb"] for a in apps if a["pid"] == -1 and a["gpu"] == 0),
+            "reserved_mb_each_torch": [round(r["reserved_mb"]) for r in reports],
+            "total_gpu_mb": round(reports[0]["total_mb"]),
+        })  # fmt: skip
+        print(json.dumps(results[-1]), flush=True)
+    return {"seed_design": results}
+
+
+def part_fractions(out: Path) -> dict[str, Any]:
+    fractions = [0.2, 0.3, 0.45]
+    reports, apps = run_workers([["yolov3", "fp16", "0", str(f), "0", "16"] for f in fractions], seconds=15)
+    mine = {a["pid"]: a["used_mb"] for a in apps}
+    rows = [
+        {
+            "memory_fraction": f, "cap_mb": round(f * r["total_mb"]), "torch_reserved_mb": round(r["reserved_mb"]),
+            "nvidia_smi_used_mb": mine.get(r["pid"]), "img_per_s": round(r["img_per_s"], 1),
+            "within_cap": r["reserved_mb"] <= f * r["total_mb"],
+        }
+        for f, r in zip(fractions, reports, strict=True)
+    ]  # fmt: skip
+    used = next(a["used_mb"] for a in apps if a["pid"] == -1 and a["gpu"] == 0)
+    return {"fractions": rows, "sum_of_fractions": sum(fractions), "gpu0_used_mb_all_processes": used}
+
+
+def part_two_gpu(out: Path) -> dict[str, Any]:
+    alone, _ = run_workers([["yolov3", "fp16", "0", "1.0", "1", "64"]], seconds=20)
+    both, apps = run_workers([["yolov3", "fp16", "0", "1.0", "1", "64"], ["yolov3", "fp16", "1", "1.0", "1", "64"]], 20)
+    one = alone[0]["img_per_s"]
+    two = sum(r["img_per_s"] for r in both)
+    placement = {r["pid"]: sorted({a["gpu"] for a in apps if a["pid"] == r["pid"]}) for r in both}
+    used = {a["gpu"]: a["used_mb"] for a in apps if a["pid"] == -1}
+    return {
+        "one_gpu_img_per_s": round(one, 1), "two_gpus_img_per_s": round(two, 1), "scaling": round(two / one, 3),
+        "replicas": [{"device": r["device"], "img_per_s": round(r["img_per_s"], 1), "gpus_seen_by_nvidia_smi":
+                      placement[r["pid"]]} for r in both],
+        "used_mb_per_gpu_while_both_ran": used,
+    }  # fmt: skip
+
+
+def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int) -> dict[str, Any]:
+    from common.embedded import EmbeddedServer
+    from common.keys import Keys
+    from common.redis_io import connect
+    from common.wire import Result, decode
+
+    rows = []
+    for n in streams:
+        with tempfile.TemporaryDirectory(prefix="e2e") as tmp, EmbeddedServer(Path(tmp) / "v.sock") as server:
+            config = Path(tmp) / "stack.yaml"
+            cams = "\n".join(
+                f"    - {{name: c{i}, source: {{kind: synthetic, seed: {i}, width: 416, height: 416, fps: 5}}, "
+                f"max_side: 416}}"
+                for i in range(n)
+            )  # fmt: skip
+            config.write_text(textwrap.dedent("""\
+                streams: {prefix: e2e, frames_maxlen: 200}
+                ingest:
+                  queue_size: 4096
+                  cameras:
+                """) + cams + textwrap.dedent("""
+                detector:
+                  pools:
+                    - name: gpu
+                      model: {architecture: yolov3, classes: [a, b, c], input_size: 416}
+                      engine: {kind: torch, gpu: 0, precision: fp16}
+                      max_batch: 64
+                      max_wait_ms: 25
+                      max_age_ms: 1000
+                      decode_threads: 6
+                      block_ms: 200
+                """))  # fmt: skip
+            env = {**os.environ, "REDIS_URL": server.url, "LOG_LEVEL": "WARNING"}
+            dets = [
+                subprocess.Popen([sys.executable, "-m", "detector", "--config", str(config), "--replica", f"r{r}"],
+                                 cwd=ROOT, env={**env, "LOG_LEVEL": "INFO"}, stderr=subprocess.PIPE, text=True)
+                for r in range(replicas)
+            ]  # fmt: skip
+            time.sleep(25)  # model load and CUDA graph capture before the cameras start
+            groups = max(1, n // 100)
+            ingests = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "ingest", "--config", str(config), "--duration", str(seconds),
+                     *[a for i in range(g, n, groups) for a in ("--camera", f"c{i}")]],
+                    cwd=ROOT, env=env, stderr=subprocess.DEVNULL,
+                )
+                for g in range(groups)
+            ]  # fmt: skip
+            cpu_before = cpu_seconds([p.pid for p in dets + ingests])
+            started = time.time()
+            profiler = None
+            if os.environ.get("PROFILE_WITH_PYSPY"):  # where a replica's time goes, under this load
+                profiler = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(dets[0].pid), "--duration", str(int(seconds * 0.6)),
+                     "--rate", "50", "--threads", "--format", "raw", "--nonblocking",
+                     "--output", str(out / f"pyspy_{n}_streams.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            time.sleep(seconds * 0.7)
+            gpu_used = gpu_used_mb()[0]
+            for ingest in ingests:
+                ingest.wait(timeout=seconds + 120)
+            cpu_used = cpu_seconds([p.pid for p in dets]) - cpu_before
+            if profiler is not None:
+                profiler.wait(timeout=60)
+            time.sleep(3)
+            logs = []
+            for det in dets:
+                det.send_signal(signal.SIGTERM)
+                logs.append(det.communicate(timeout=60)[1])
+            client = connect(server.url)
+            keys = Keys("e2e")
+            results = [
+                decode(cast(bytes, f[b"msg"]), Result)  # type: ignore[index]
+                for i in range(n)
+                for _, f in client.xrange(keys.results(f"c{i}"))  # type: ignore[union-attr]
+            ]
+            client.close()
+        warm = [r for r in results if r.capture_ts > started + 5]
+        lat = np.array([r.timings.end_to_end_ms for r in warm]) if warm else np.array([np.nan])
+        stale = sum(int(x) for log in logs for x in _grab(log, "'stale': "))
+        span = max(r.published_ts for r in warm) - min(r.published_ts for r in warm) if warm else 0
+        rows.append({
+            "streams": n, "replicas": replicas, "frames_per_s": round(len(warm) / span, 1) if span else 0,
+            "offered_frames_per_s": n * 5, "p50_ms": round(float(np.percentile(lat, 50)), 1),
+            "p99_ms": round(float(np.percentile(lat, 99)), 1), "stale": stale,
+            "mean_batch": round(float(np.mean([r.batch_size for r in warm])), 1) if warm else 0,
+            "detector_cpu_cores": round(cpu_used / seconds, 2),
+            "gpu_memory_mb": gpu_used,
+            "ok": stale == 0 and float(np.percentile(lat, 99)) <= 150,
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return {"e2e": rows}
+
+
+def _grab(text: str, key: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        if key in line:
+            out.append(line.split(key, 1)[1].split(",")[0].split("}")[0])
+    return out[-1:]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    smi = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip().splitlines()  # fmt: skip
+    return {
+        "gpus": smi, "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),  # type: ignore[no-untyped-call]
+        "python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("part", choices=["model", "seed", "fractions", "e2e", "two-gpu", "worker", "all"])
+    p.add_argument("args", nargs="*")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--streams", default="100,300,500,700")
+    p.add_argument("--replicas", type=int, default=2)
+    a = p.parse_args()
+    if a.part == "worker":
+        arch, precision, gpu, fraction, growth, batch = a.args
+        worker_loop(cast(Arch, arch), precision, int(gpu), float(fraction), growth == "1", a.seconds, int(batch))
+        return
+    parts = ["model", "seed", "fractions", "e2e"] if a.part == "all" else [a.part]
+    for part in parts:
+        started = time.time()
+        try:
+            if part == "model":
+                result = part_model(a.out)
+            elif part == "seed":
+                result = part_seed(a.out)
+            elif part == "fractions":
+                result = part_fractions(a.out)
+            elif part == "two-gpu":
+                result = part_two_gpu(a.out)
+            else:
+                result = part_e2e(a.out, [int(s) for s in a.streams.split(",")], a.seconds, a.replicas)
+        except Exception as exc:  # keep what the other parts measured
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result |= {"part": part, "seconds": round(time.time() - started), "machine": machine(),
+                   "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"gpu_{part.replace('-', '_')}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"== {part}: {json.dumps(result)[:1500]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
