@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_machine  # noqa: E402
 from common.config import CameraConfig, ModelConfig, SyntheticSourceConfig, TensorFlowEngineConfig  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
@@ -104,18 +103,9 @@ def through_redis(arch: str, batch: int, frames: int, tmp: Path) -> dict[str, An
 
 
 def machine() -> dict[str, Any]:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())
     import tensorflow as tf
 
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "opencv": cv2.__version__,
-    }
+    return cpu_machine(tensorflow=tf.__version__)
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -41,6 +40,7 @@ from redis.exceptions import ResponseError
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_machine  # noqa: E402
 from common.config import EmbeddedServerConfig  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
@@ -246,17 +246,8 @@ def run_scenario(
 
 # ---------------------------------------------------------------------------------------------------- report
 def machine() -> dict[str, Any]:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "opencv": cv2.__version__,
-        "opencv_cpus": cv2.getNumberOfCPUs(),  # OpenCV's FFmpeg backend sizes its decoder thread pool from it
-        "redis_py": redis.__version__,
-    }
+    # OpenCV's FFmpeg backend sizes its decoder thread pool from its CPU count.
+    return cpu_machine(opencv_cpus=str(cv2.getNumberOfCPUs()), redis_py=redis.__version__)
 
 
 def print_table(throughput: list[dict[str, Any]], memory: list[dict[str, Any]], per_stream: dict[str, Any]) -> None:
