@@ -6,6 +6,7 @@ prepares the next batch (decode + letterbox on a thread pool) while the engine r
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 
 from common.redis_io import Entry, GroupReader
 from detector.pipeline import Pipeline, Prepared
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,17 +56,27 @@ class Feeder:
         self._decoders = ThreadPoolExecutor(threads, thread_name_prefix="decode")
         self._ready: queue.Queue[Prepared | None] = queue.Queue(maxsize=1)  # one batch ahead, no more
         self.stop = threading.Event()
+        self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self.stop.is_set():
-            entries = self._batcher.next(self.stop)
-            prepared = self._pipeline.prepare(entries, self._decoders) if entries else None
-            self._ready.put(prepared)  # None: nothing arrived; the loop gets to check its bounds
+        try:
+            while not self.stop.is_set():
+                entries = self._batcher.next(self.stop)
+                prepared = self._pipeline.prepare(entries, self._decoders) if entries else None
+                self._ready.put(prepared)  # None: nothing arrived; the loop gets to check its bounds
+        except Exception as exc:  # surfaced by get(): the loop must not wait forever on a dead feeder
+            log.exception("the feeder failed")
+            self.error = exc
+            self._ready.put(None)
 
     def get(self) -> Prepared | None:
-        return self._ready.get()
+        """The next prepared batch, or None when nothing arrived; raises what stopped the feeder."""
+        item = self._ready.get()
+        if self.error is not None:
+            raise RuntimeError(f"reading and preparing frames failed: {self.error}") from self.error
+        return item
 
     def close(self, timeout: float) -> list[Prepared]:
         """Stop reading; returns the batches already prepared, which the loop still finishes."""

@@ -214,3 +214,20 @@ def test_a_batch_that_times_out_twice_is_dead_lettered_with_the_reason() -> None
     ] * 2
     assert watchdog.restarts == 2
     watchdog.close()
+
+
+class BrokenBatcher:
+    def next(self, stop: object) -> list[Entry]:
+        raise ConnectionError("the server said something unexpected")
+
+
+def test_a_failed_feeder_stops_the_loop_instead_of_hanging_it() -> None:
+    from typing import cast
+
+    from detector.batcher import Batcher, Feeder
+
+    pipeline, _ = make([0])
+    feeder = Feeder(cast(Batcher, BrokenBatcher()), pipeline, threads=1)
+    with pytest.raises(RuntimeError, match="reading and preparing frames failed: the server said"):
+        feeder.get()
+    feeder.close(1.0)
