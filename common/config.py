@@ -91,7 +91,8 @@ class EmbeddedServerConfig(_Strict):
     maxmemory_mb: int = Field(1024, ge=16, le=1_048_576, description="maxmemory of the embedded server.")
     data_dir: ConfigPath | None = Field(
         None,
-        description="Keep an append-only file here so streams and pending lists survive restarts; None: keep nothing.",
+        description="Keep an append-only file here (fsync before every reply) so streams and pending lists survive "
+        "restarts and crashes; None: keep nothing.",
     )
 
 

