@@ -13,6 +13,10 @@ from common.config import EngineConfig
 from detector.model import ModelSpec
 
 
+class EngineError(RuntimeError):
+    """The engine cannot start as configured; the message says which setting to change."""
+
+
 class Engine(Protocol):
     @property
     def name(self) -> str:

@@ -20,13 +20,10 @@ from typing import Any
 import numpy as np
 
 from common.config import TensorFlowEngineConfig
+from detector.engines import EngineError
 from detector.model import ModelSpec
 
 log = logging.getLogger(__name__)
-
-
-class EngineError(RuntimeError):
-    """The engine cannot start as configured; the message says which setting to change."""
 
 
 @dataclass(frozen=True)

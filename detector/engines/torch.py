@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from common.config import TorchEngineConfig
-from detector.engines.tensorflow import EngineError
+from detector.engines import EngineError
 from detector.model import ModelSpec
 
 log = logging.getLogger(__name__)
