@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import redis
+
 from common.config import ConfigError, StackConfig, load_config
 from common.embedded import redis_url
 from common.keys import Keys, matches
@@ -44,7 +46,7 @@ def commands(cfg: StackConfig, config: Path) -> dict[str, list[str]]:
     return procs
 
 
-def backlog(cfg: StackConfig, url: str) -> int:
+def backlog(cfg: StackConfig, client: redis.Redis) -> int:
     """Entries some configured pool or sink has not finished: never delivered (lag) or not yet acked (pending).
 
     A group that does not exist yet on a stream (its reader has not discovered the stream) owes every entry."""
@@ -57,19 +59,15 @@ def backlog(cfg: StackConfig, url: str) -> int:
         ),
         (keys.results_pattern(), keys.results(""), {keys.sink_group(s.name): s.streams for s in cfg.sinks}),
     )
-    client = connect(url, cfg.redis)
     total = 0
-    try:
-        for pattern, head, groups in stages:
-            for key in stream_keys(client, pattern, head, ["*"]):
-                info = {g["name"].decode(): g for g in client.xinfo_groups(key)}
-                for group, streams in groups.items():
-                    if not matches(key[len(head) :], streams):
-                        continue
-                    g = info.get(group)
-                    total += client.xlen(key) if g is None else int(g["pending"]) + int(g.get("lag") or 0)
-    finally:
-        client.close()
+    for pattern, head, groups in stages:
+        for key in stream_keys(client, pattern, head, ["*"]):
+            info = {g["name"].decode(): g for g in client.xinfo_groups(key)}
+            for group, streams in groups.items():
+                if not matches(key[len(head) :], streams):
+                    continue
+                g = info.get(group)
+                total += client.xlen(key) if g is None else int(g["pending"]) + int(g.get("lag") or 0)
     return total
 
 
@@ -119,9 +117,10 @@ def _supervise(
         shutdown.wait(0.5)
     _stop([p for n, p in procs.items() if n.startswith("ingest")], 10.0)
     end = time.monotonic() + drain
+    client = connect(url, cfg.redis.model_copy(update={"retries": 1}))
     while not failed and time.monotonic() < end:
         try:
-            left = backlog(cfg, url)
+            left = backlog(cfg, client)
         except TRANSIENT_ERRORS as exc:
             log.error("cannot see the queues (%s): stopping without draining", exc)
             break
@@ -129,6 +128,7 @@ def _supervise(
             break
         log.info("draining: %d entries still queued", left)
         time.sleep(1.0)
+    client.close()
     _stop([p for n, p in procs.items() if not n.startswith("ingest")], 15.0)
     bad = {n: p.returncode for n, p in procs.items() if p.returncode not in (0, -signal.SIGTERM)}
     if bad:

@@ -247,6 +247,8 @@ class GroupReader:
 
     def publish_and_ack(self, messages: Sequence[tuple[str, bytes, int]], done: Sequence[Entry]) -> None:
         """XADD every (key, payload, maxlen) and XACK the entries they answer, in one MULTI/EXEC."""
+        if not messages and not done:
+            return  # a batch of only stale or dead-lettered frames: no round trip
         pipe = self.client.pipeline(transaction=True)
         for key, payload, maxlen in messages:
             pipe.xadd(key, {self.payload_field: payload}, maxlen=maxlen, approximate=True)

@@ -50,10 +50,10 @@ class TorchEngine:
         model = build_torch_body(spec.architecture, len(spec.classes), spec.weights, spec.seed)
         self._model = model.to(self._device, self._dtype).to(memory_format=self._format)  # type: ignore[call-overload]
         self._size = spec.input_size
-        self._scale = torch.from_numpy(np.arange(256, dtype=np.float32) / np.float32(255)).to(self._device)
+        self._divisor = torch.tensor(255.0, dtype=torch.float32, device=self._device)
         self._buckets = sorted(set(cfg.batch_buckets))
         self._graphs: dict[int, tuple[Any, Any, tuple[Any, ...]]] = {}
-        self._pinned: dict[Any, Any] = {}
+        self._staging: Any = None
         self._use_graphs = cuda and cfg.cuda_graphs
         if self._use_graphs:
             # Capture every bucket now: a first capture mid-stream (with cuDNN's autotuning) stalls that batch for
@@ -86,16 +86,14 @@ class TorchEngine:
             return [o[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy() for o in outs]
 
     def _run_cuda(self, x: Any) -> tuple[Any, ...]:
-        # Through a page-locked buffer kept per bucket (pinning afresh each call costs more than the copy). The
-        # copy out of it has finished when predict returns: reading the heads back waits for the whole stream.
+        # Through one page-locked buffer, grown when needed (pinning afresh each call costs more than the copy).
+        # The copy out of it has finished when predict returns: reading the heads back waits for the stream.
         n = len(x)
-        rows = self._buckets[min(bisect.bisect_left(self._buckets, n), len(self._buckets) - 1)]
-        staging = self._pinned.get((max(rows, n), x.dtype))
-        if staging is None:
-            shape = (max(rows, n), *x.shape[1:])
-            staging = self._pinned[(max(rows, n), x.dtype)] = self._torch.empty(shape, dtype=x.dtype, pin_memory=True)
-        staging[:n].copy_(x)
-        return self.forward(staging[:n].to(self._device, non_blocking=True).permute(0, 3, 1, 2))
+        if self._staging is None or len(self._staging) < n or self._staging.dtype != x.dtype:
+            rows = max(n, self._buckets[-1])
+            self._staging = self._torch.empty((rows, *x.shape[1:]), dtype=x.dtype, pin_memory=True)
+        self._staging[:n].copy_(x)
+        return self.forward(self._staging[:n].to(self._device, non_blocking=True).permute(0, 3, 1, 2))
 
     def forward(self, x: Any) -> tuple[Any, ...]:
         """Heads (NCHW, padded to the bucket) for an NCHW batch already on this engine's GPU."""
@@ -103,19 +101,17 @@ class TorchEngine:
         i = bisect.bisect_left(self._buckets, n)
         if not self._use_graphs or i == len(self._buckets):
             return tuple(self._model(self._normalise(x)))
-        bucket = self._buckets[i]
-        if bucket not in self._graphs:
-            self._graphs[bucket] = self._capture(bucket)
-        graph, static_in, static_out = self._graphs[bucket]
+        graph, static_in, static_out = self._graphs[self._buckets[i]]
         static_in[:n].copy_(self._normalise(x))  # rows past n keep the last batch's data, unused
         graph.replay()
         return tuple(static_out)
 
     def _normalise(self, x: Any) -> Any:
         """uint8 0-255 to the engine's dtype in [0, 1], divided in float32 as TYOY did; float32 is taken as is."""
-        torch = self._torch
-        if x.dtype == torch.uint8:
-            x = self._scale[x.long()]  # numpy's float32 v / 255, exactly, whatever the device's division does
+        if x.dtype == self._torch.uint8:
+            # A tensor divisor on the device: with a Python scalar, torch's CUDA kernel multiplies by 1/255,
+            # 1 ulp off numpy's v / 255 for about half the bytes.
+            x = x.to(self._torch.float32) / self._divisor
         return x.to(self._dtype, memory_format=self._format)
 
     def _capture(self, bucket: int) -> tuple[Any, Any, tuple[Any, ...]]:
