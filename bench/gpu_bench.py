@@ -8,8 +8,11 @@ Parts (``python bench/gpu_bench.py PART --out DIR``):
   a 1/K memory share, running this engine flat out: img/s each and in aggregate, GPU memory per process.
 - ``fractions``: several replicas on one GPU whose memory fractions sum to <= 1, growth off: every one runs and
   none goes past its share (torch's reserved memory and nvidia-smi's per-process figure).
+- ``decode``: JPEG frames (416 px, and 720p that need a resize) decoded and letterboxed on the GPU (nvJPEG) against
+  the CPU path (OpenCV, one core): frames/s each, and the detections and raw heads of the two paths compared.
 - ``e2e``: a Redis-compatible server, ingest processes pushing N synthetic 416-px JPEG streams at 5 fps, detector
-  replicas on GPU 0: frames/s, p50/p99 capture-to-result latency, stale drops, CPU cores used, GPU memory.
+  replicas on GPU 0 (``--decode gpu|cpu``): frames/s, p50/p99 capture-to-result latency, stale drops and frames
+  missing in the measured window, CPU cores used, GPU memory (all, and per replica).
 - ``two-gpu``: one model-only replica pinned to each of two GPUs at once vs one GPU alone, with nvidia-smi's
   per-process GPU placement as evidence.
 Nothing is asserted; ``bench/gpu_report.py`` turns the JSON into the README's table and plot.
@@ -38,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 Arch = Literal["yolov3", "tiny"]
 
 
-def engine(arch: Arch, precision: str, gpu: int = 0, fraction: float = 1.0, growth: bool = True) -> Any:
+def engine(
+    arch: Arch, precision: str, gpu: int = 0, fraction: float = 1.0, growth: bool = True, decode: str = "cpu"
+) -> Any:
     from common.config import ModelConfig, TorchEngineConfig
     from detector.engines.torch import TorchEngine
     from detector.model import ModelSpec
@@ -46,7 +51,7 @@ def engine(arch: Arch, precision: str, gpu: int = 0, fraction: float = 1.0, grow
     spec = ModelSpec.from_config(ModelConfig(classes=["a", "b", "c"], architecture=arch, input_size=416))
     cfg = TorchEngineConfig(
         gpu=gpu, precision=cast(Any, precision), memory_fraction=fraction, allow_growth=growth,
-        batch_buckets=[1, 2, 4, 8, 16, 32, 64],
+        batch_buckets=[1, 2, 4, 8, 16, 32, 64], decode=cast(Any, decode),
     )  # fmt: skip
     return TorchEngine(cfg, spec)
 
@@ -99,6 +104,94 @@ def part_model(out: Path) -> dict[str, Any]:
             rel = max(float(np.abs(g - r).max() / (np.abs(r).max() + 1e-9)) for g, r in zip(got, ref, strict=True))
             accuracy.append({"model": f"{arch}-416", "precision": precision, "max_rel_diff_vs_fp32": rel})
     return {"model_only": rows, "precision_vs_fp32": accuracy}
+
+
+def jpeg_frames(count: int, width: int, height: int) -> list[bytes]:
+    """Frames of the synthetic source (moving shapes on a noisy gradient), as ingest sends them."""
+    import cv2
+
+    from common.config import SyntheticSourceConfig
+    from ingest.sources import SyntheticSource
+
+    source = SyntheticSource(SyntheticSourceConfig(kind="synthetic", seed=3, width=width, height=height, fps=5))
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 85]
+    return [cv2.imencode(".jpg", source.render(i * 7), quality)[1].tobytes() for i in range(count)]
+
+
+def part_decode(out: Path) -> dict[str, Any]:
+    import torch
+
+    from common.wire import Frame
+    from detector.pipeline import decode_image
+    from detector.yolo.postprocess import decode, letterbox_into
+
+    rows: list[dict[str, Any]] = []
+    for width, height in ((416, 416), (1280, 720)):
+        jpegs = jpeg_frames(64, width, height)
+        frames = [
+            Frame(stream="s", seq=i, capture_ts=0.0, width=width, height=height, encoding="jpeg",
+                  image_width=width, image_height=height, data=j)
+            for i, j in enumerate(jpegs)
+        ]  # fmt: skip
+        batch = np.empty((64, 416, 416, 3), np.uint8)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            for i, f in enumerate(frames):
+                letterbox_into(decode_image(f), 416, batch[i], "opencv")
+        cpu_fps = 3 * 64 / (time.perf_counter() - t0)  # OpenCV's resize: the faster CPU option
+        for i, f in enumerate(frames):
+            letterbox_into(decode_image(f), 416, batch[i], "pil")  # the reference: TYOY's PIL bicubic
+        gpu_engine = engine("yolov3", "fp16", decode="gpu")
+        cpu_engine = engine("yolov3", "fp16")
+        for _ in range(3):
+            gpu_engine.load(jpegs)
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            gpu_engine.load(jpegs)  # returns once the batch is on the GPU, letterboxed
+            times.append(time.perf_counter() - t0)
+        loaded = gpu_engine.load(jpegs)
+        heads_gpu, heads_cpu = gpu_engine.predict(loaded), cpu_engine.predict(batch)
+        rel = max(
+            float(np.abs(g - c).max() / (np.abs(c).max() + 1e-9)) for g, c in zip(heads_gpu, heads_cpu, strict=True)
+        )
+        sizes = [(width, height)] * 64
+        anchors = gpu_engine_anchors()
+        found = [decode(h, anchors, 3, 416, sizes, 0.05, 0.45, 20) for h in (heads_gpu, heads_cpu)]
+        matched, total, score_diff = 0, 0, 0.0
+        for a, b in zip(*found, strict=True):
+            total += len(b.scores)
+            for box, score, cls in zip(b.boxes, b.scores, b.classes, strict=True):
+                same = [k for k in range(len(a.scores)) if a.classes[k] == cls and iou(a.boxes[k], box) >= 0.9]
+                if same:
+                    matched += 1
+                    score_diff = max(score_diff, min(abs(float(a.scores[k]) - float(score)) for k in same))
+        rows.append({
+            "frame": f"{width}x{height}", "jpeg_kb": round(np.mean([len(j) for j in jpegs]) / 1024, 1),
+            "cpu_opencv_frames_per_s_one_core": round(cpu_fps, 1),
+            "gpu_nvjpeg_frames_per_s_batch64": round(64 / float(np.median(times)), 1),
+            "heads_max_rel_diff_gpu_vs_cpu_path": rel, "detections_cpu_path": total,
+            "matched_iou_0_9_same_class": matched, "max_score_diff_matched": round(score_diff, 4),
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+        del gpu_engine, cpu_engine
+        torch.cuda.empty_cache()
+    return {"decode": rows}
+
+
+def gpu_engine_anchors() -> np.ndarray:
+    from common.config import ModelConfig
+    from detector.model import ModelSpec
+
+    return ModelSpec.from_config(ModelConfig(classes=["a", "b", "c"], architecture="yolov3", input_size=416)).anchors
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    lo, hi = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    inter = float(np.prod(np.clip(hi - lo, 0, None)))
+    union = float(np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter)
+    return inter / union if union > 0 else 1.0
 
 
 def worker_loop(
@@ -215,7 +308,7 @@ def part_two_gpu(out: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int) -> dict[str, Any]:
+def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decoder: str) -> dict[str, Any]:
     from common.embedded import EmbeddedServer
     from common.keys import Keys
     from common.redis_io import connect
@@ -240,13 +333,13 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int) -> di
                   pools:
                     - name: gpu
                       model: {architecture: yolov3, classes: [a, b, c], input_size: 416}
-                      engine: {kind: torch, gpu: 0, precision: fp16}
+                      engine: {kind: torch, gpu: 0, precision: fp16, decode: DECODE}
                       max_batch: 64
                       max_wait_ms: 25
                       max_age_ms: 1000
                       decode_threads: 6
                       block_ms: 200
-                """))  # fmt: skip
+                """).replace("DECODE", decoder))  # fmt: skip
             env = {**os.environ, "REDIS_URL": server.url, "LOG_LEVEL": "WARNING"}
             dets = [
                 subprocess.Popen([sys.executable, "-m", "detector", "--config", str(config), "--replica", f"r{r}"],
@@ -275,6 +368,7 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int) -> di
                 )  # fmt: skip
             time.sleep(seconds * 0.7)
             gpu_used = gpu_used_mb()[0]
+            per_replica = {a["pid"]: a["used_mb"] for a in gpu_apps()}
             for ingest in ingests:
                 ingest.wait(timeout=seconds + 120)
             cpu_used = cpu_seconds([p.pid for p in dets]) - cpu_before
@@ -297,14 +391,21 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int) -> di
         lat = np.array([r.timings.end_to_end_ms for r in warm]) if warm else np.array([np.nan])
         stale = sum(int(x) for log in logs for x in _grab(log, "'stale': "))
         span = max(r.published_ts for r in warm) - min(r.published_ts for r in warm) if warm else 0
+        seqs: dict[str, list[int]] = {}
+        for r in warm:
+            seqs.setdefault(r.stream, []).append(r.seq)
+        # Synthetic streams sample every frame: a seq missing between a stream's first and last result in the
+        # window is a frame that got no result (stale, or never read).
+        missing = sum(max(v) - min(v) + 1 - len(set(v)) for v in seqs.values())
         rows.append({
-            "streams": n, "replicas": replicas, "frames_per_s": round(len(warm) / span, 1) if span else 0,
+            "streams": n, "replicas": replicas, "decode": decoder,
+            "frames_per_s": round(len(warm) / span, 1) if span else 0,
             "offered_frames_per_s": n * 5, "p50_ms": round(float(np.percentile(lat, 50)), 1),
-            "p99_ms": round(float(np.percentile(lat, 99)), 1), "stale": stale,
+            "p99_ms": round(float(np.percentile(lat, 99)), 1), "stale": stale, "missing_in_window": missing,
             "mean_batch": round(float(np.mean([r.batch_size for r in warm])), 1) if warm else 0,
             "detector_cpu_cores": round(cpu_used / seconds, 2),
-            "gpu_memory_mb": gpu_used,
-            "ok": stale == 0 and float(np.percentile(lat, 99)) <= 150,
+            "gpu_memory_mb": gpu_used, "gpu_memory_mb_per_replica": [per_replica.get(d.pid) for d in dets],
+            "ok": missing == 0 and float(np.percentile(lat, 99)) <= 150,
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {"e2e": rows}
@@ -344,18 +445,20 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=["model", "seed", "fractions", "e2e", "two-gpu", "worker", "all"])
+    p.add_argument("part", choices=["model", "seed", "fractions", "decode", "e2e", "two-gpu", "worker", "all"])
     p.add_argument("args", nargs="*")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--streams", default="100,300,500,700")
     p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--decode", choices=["gpu", "cpu"], default="gpu", help="e2e: where the detectors decode JPEGs")
+    p.add_argument("--tag", default="", help="suffix for the JSON file name (e.g. one e2e sweep per setting)")
     a = p.parse_args()
     if a.part == "worker":
         arch, precision, gpu, fraction, growth, batch = a.args
         worker_loop(cast(Arch, arch), precision, int(gpu), float(fraction), growth == "1", a.seconds, int(batch))
         return
-    parts = ["model", "seed", "fractions", "e2e"] if a.part == "all" else [a.part]
+    parts = ["model", "seed", "fractions", "decode", "e2e"] if a.part == "all" else [a.part]
     for part in parts:
         started = time.time()
         try:
@@ -365,16 +468,18 @@ def main() -> None:
                 result = part_seed(a.out)
             elif part == "fractions":
                 result = part_fractions(a.out)
+            elif part == "decode":
+                result = part_decode(a.out)
             elif part == "two-gpu":
                 result = part_two_gpu(a.out)
             else:
-                result = part_e2e(a.out, [int(s) for s in a.streams.split(",")], a.seconds, a.replicas)
+                result = part_e2e(a.out, [int(s) for s in a.streams.split(",")], a.seconds, a.replicas, a.decode)
         except Exception as exc:  # keep what the other parts measured
             result = {"error": f"{type(exc).__name__}: {exc}"}
         result |= {"part": part, "seconds": round(time.time() - started), "machine": machine(),
                    "date": time.strftime("%Y-%m-%d")}  # fmt: skip
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / f"gpu_{part.replace('-', '_')}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (a.out / f"gpu_{part.replace('-', '_')}{a.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"== {part}: {json.dumps(result)[:1500]}", flush=True)
 
 

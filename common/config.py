@@ -325,6 +325,12 @@ class TorchEngineConfig(_Strict):
         1.0, gt=0, le=1, description="Share of the GPU's memory this process may use (torch's per-process cap)."
     )
     allow_growth: bool = Field(True, description="false: reserve the whole share at start.")
+    decode: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description="Where JPEG frames are decoded and letterboxed. gpu: nvJPEG (torchvision) and an antialiased "
+        "bicubic letterbox on the GPU, so the CPU only unpacks messages; cpu: OpenCV or PIL, as model.resize says "
+        "(TYOY's exact pixels); auto: gpu when the engine runs on CUDA and torchvision is installed.",
+    )
 
 
 EngineConfig = Annotated[TensorFlowEngineConfig | TorchEngineConfig, Field(discriminator="kind")]

@@ -7,6 +7,7 @@ The detector's logic without Redis, in two stages so that the next batch is prep
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -15,11 +16,12 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from common.config import PoolConfig
 from common.redis_io import Entry
 from common.wire import Detection, Frame, Result, Timings, WireError, decode
-from detector.engines import Engine
+from detector.engines import DeviceBatch, Engine
 from detector.model import ModelSpec
 from detector.watchdog import InferenceTimeoutError
 from detector.yolo.postprocess import Detections, letterbox_into
@@ -50,6 +52,25 @@ def decode_image(frame: Frame) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def encoded_image(frame: Frame) -> bytes | np.ndarray:
+    """What an engine that decodes on its device takes: JPEG bytes, checked by their header only (size and
+    format, without decoding), or a ``bgr8`` frame as RGB."""
+    if frame.encoding != "jpeg":
+        return decode_image(frame)
+    try:
+        with Image.open(io.BytesIO(frame.data)) as header:
+            kind, (width, height) = header.format, header.size
+    except UnidentifiedImageError:
+        raise ImageError(f"image of {len(frame.data)} bytes is not a decodable JPEG (no image header)") from None
+    except OSError as exc:
+        raise ImageError(f"image of {len(frame.data)} bytes is not a decodable JPEG ({exc})") from None
+    if kind != "JPEG":
+        raise ImageError(f"image of {len(frame.data)} bytes is a {kind}, not a JPEG")
+    if (width, height) != (frame.image_width, frame.image_height):
+        raise ImageError(f"image is {width}x{height}, message says {frame.image_width}x{frame.image_height}")
+    return frame.data
+
+
 @dataclass
 class Prepared:
     """A batch ready for the engine: ``batch[i]`` is ``frames[i]`` of ``entries[i]``."""
@@ -57,7 +78,7 @@ class Prepared:
     entries: list[Entry] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
-    batch: np.ndarray | None = None
+    batch: np.ndarray | DeviceBatch | None = None
     failed: list[tuple[Entry, str]] = field(default_factory=list)
     stale: list[Entry] = field(default_factory=list)
     picked_up: float = 0.0
@@ -99,6 +120,9 @@ class Pipeline:
                 self.pool.max_age_ms is not None and (out.picked_up - frame.capture_ts) * 1000 > self.pool.max_age_ms
             )
             (out.stale.append(entry) if too_old else frames.append((entry, frame)))
+        if self.engine.loads_images:
+            self._load_on_device(frames, out)
+            return out
         size = self.spec.input_size
         batch = np.empty((len(frames), size, size, 3), np.uint8)  # engines divide by 255 on their device
 
@@ -122,6 +146,25 @@ class Pipeline:
                 out.decode_ms.append(ms)
         out.batch = batch[good] if len(good) < len(frames) else batch
         return out
+
+    def _load_on_device(self, frames: list[tuple[Entry, Frame]], out: Prepared) -> None:
+        t0 = time.perf_counter()
+        images, sent = [], []
+        for entry, frame in frames:
+            try:
+                images.append(encoded_image(frame))
+                sent.append((entry, frame))
+            except ImageError as exc:
+                out.failed.append((entry, f"ImageError: {exc}"))
+        if not images:
+            return
+        loaded = self.engine.load(images)
+        ms = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
+        out.failed.extend((sent[i][0], f"ImageError: {why}") for i, why in loaded.failed.items())
+        out.entries = [sent[i][0] for i in loaded.kept]
+        out.frames = [sent[i][1] for i in loaded.kept]
+        out.decode_ms = [ms] * len(loaded.kept)
+        out.batch = loaded
 
     def infer(self, prepared: Prepared) -> Outcome:
         if not prepared.entries or prepared.batch is None:

@@ -4,13 +4,13 @@ returns, so the engine is rebuilt beside it and the stuck call is abandoned on i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from detector.engines import Engine
+from detector.engines import DeviceBatch, Engine, Image
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,15 @@ class Watchdog:
     def device(self) -> str:
         return self._engine.device
 
-    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+    @property
+    def loads_images(self) -> bool:
+        return self._engine.loads_images
+
+    def load(self, images: Sequence[Image]) -> DeviceBatch:
+        # Not on the watched thread: a load is a decode and a copy, and runs on the feeder, beside inference.
+        return self._engine.load(images)
+
+    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
         future = self._runner.submit(self._engine.predict, batch)
         try:
             return future.result(timeout=self.timeout_s)

@@ -5,7 +5,9 @@ An engine imports its framework only when it is created, so ingest and sinks nev
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -15,6 +17,21 @@ from detector.model import ModelSpec
 
 class EngineError(RuntimeError):
     """The engine cannot start as configured; the message says which setting to change."""
+
+
+@dataclass
+class DeviceBatch:
+    """Frames an engine decoded and letterboxed on its own device (see ``Engine.load``), ready for ``predict``."""
+
+    tensor: Any  # (N, 3, S, S) uint8 on the engine's device: one row per image that decoded, in order
+    kept: list[int]  # for each row, the index of its image in what ``load`` was given
+    failed: dict[int, str]  # index -> why that image could not be decoded
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+
+Image = bytes | np.ndarray  # JPEG bytes, or an HxWx3 RGB uint8 array
 
 
 class Engine(Protocol):
@@ -28,9 +45,18 @@ class Engine(Protocol):
         """Where it runs, e.g. ``cpu`` or ``gpu:0``."""
         ...
 
-    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+    @property
+    def loads_images(self) -> bool:
+        """True when the pipeline should hand frames to ``load`` undecoded (decode + letterbox on the device)."""
+        ...
+
+    def load(self, images: Sequence[Image]) -> DeviceBatch:
+        """Decode and letterbox ``images`` on the engine's device; only for engines whose ``loads_images``."""
+        ...
+
+    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
         """Raw YOLO head outputs (NHWC, float32) for a letterboxed RGB batch (B, S, S, 3): uint8 0-255, or
-        float32 already divided by 255."""
+        float32 already divided by 255; or for what ``load`` returned."""
         ...
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from common.config import TensorFlowEngineConfig
-from detector.engines import EngineError
+from detector.engines import DeviceBatch, EngineError, Image
 from detector.model import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ def _quiet_native_stderr(hush: bool) -> Iterator[None]:
 
 class TensorFlowEngine:
     name = "tensorflow"
+    loads_images = False  # frames are decoded and letterboxed on the CPU, by the pipeline
 
     def __init__(self, cfg: TensorFlowEngineConfig, spec: ModelSpec) -> None:
         # Growth under a memory limit is an allocator setting read when the GPU initialises: set it first.
@@ -159,6 +160,11 @@ class TensorFlowEngine:
             f" (limit {plan.memory_limit_mb} MB)" if plan.memory_limit_mb else "",
         )
 
-    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+    def load(self, images: Sequence[Image]) -> DeviceBatch:
+        raise EngineError("the tensorflow engine takes letterboxed arrays; the pipeline decodes on the CPU")
+
+    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
+        if isinstance(batch, DeviceBatch):
+            raise EngineError("the tensorflow engine does not load images on its device")
         outputs = self._infer[batch.dtype](self._tf.constant(batch))
         return [o.numpy() for o in outputs]

@@ -2,20 +2,27 @@
 
 BatchNorm is folded into the convolutions; fp16 or bf16 on a GPU, NHWC (channels_last) memory, and one CUDA
 graph per batch-size bucket (a batch is padded up to its bucket), so a batch costs one graph launch instead of
-~250 kernel launches from Python. Pinning is the CUDA device index; the memory share is torch's per-process cap,
-reserved up front when growth is off. Runs on the CPU too (fp32), and never imports TensorFlow.
+~250 kernel launches from Python. The graphs share one memory pool and one input buffer: a replica holds the
+activations of its largest bucket once, not once per bucket. On a GPU, JPEG frames can be decoded (nvJPEG) and
+letterboxed there too (``load``), which takes the CPU's heaviest per-frame work off it. Pinning is the CUDA device
+index; the memory share is torch's per-process cap, reserved up front when growth is off. Runs on the CPU too
+(fp32), and never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import importlib.util
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from common.config import TorchEngineConfig
-from detector.engines import EngineError
+from detector.engines import DeviceBatch, EngineError, Image
 from detector.model import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -55,13 +62,31 @@ class TorchEngine:
         self._graphs: dict[int, tuple[Any, Any, tuple[Any, ...]]] = {}
         self._staging: Any = None
         self._use_graphs = cuda and cfg.cuda_graphs
+        self.loads_images = self._decodes_on_device(cfg.decode, cuda)
+        # Frames are loaded on the feeder thread while a batch runs: on a stream of their own, so the two overlap.
+        self._load_stream = torch.cuda.Stream(self._device) if self.loads_images else None  # type: ignore[no-untyped-call]
         if self._use_graphs:
             # Capture every bucket now: a first capture mid-stream (with cuDNN's autotuning) stalls that batch for
             # seconds, and every frame queued behind it goes stale.
             with torch.cuda.device(self._device), torch.inference_mode():
-                for bucket in self._buckets:
-                    self._graphs[bucket] = self._capture(bucket)
-        log.info("torch engine ready: %s %d px on %s, %s", spec.architecture, spec.input_size, self.device, precision)
+                self._capture_all()
+        log.info(
+            "torch engine ready: %s %d px on %s, %s, JPEG decode on the %s",
+            spec.architecture, spec.input_size, self.device, precision, "GPU" if self.loads_images else "CPU",
+        )  # fmt: skip
+
+    @staticmethod
+    def _decodes_on_device(decode: str, cuda: bool) -> bool:
+        has_vision = importlib.util.find_spec("torchvision") is not None
+        if decode == "gpu":
+            if not cuda:
+                raise EngineError("engine.decode is gpu but the engine runs on the CPU: set engine.gpu, or decode: cpu")
+            if not has_vision:
+                raise EngineError(
+                    "engine.decode: gpu needs torchvision (its nvJPEG decoder): install the torchvision release that "
+                    "matches your torch, or set decode: cpu"
+                )
+        return decode == "gpu" or (decode == "auto" and cuda and has_vision)
 
     def _reserve(self, cfg: TorchEngineConfig) -> None:
         torch = self._torch
@@ -73,17 +98,104 @@ class TorchEngine:
             block = torch.empty(int(total * cfg.memory_fraction * 0.9), dtype=torch.uint8, device=self._device)
             del block
 
-    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
         torch = self._torch
-        with torch.inference_mode():
-            x = torch.from_numpy(batch)
-            if self._device.type == "cuda":
-                with torch.cuda.device(self._device):
-                    outs = self._run_cuda(x)
+        with torch.inference_mode(), self._on_device():
+            if isinstance(batch, DeviceBatch):
+                outs = self.forward(batch.tensor)
+            elif self._device.type == "cuda":
+                outs = self._run_cuda(torch.from_numpy(batch))
             else:
-                outs = self._model(self._normalise(x.permute(0, 3, 1, 2)))
-            # NCHW heads back to NHWC float32, the layout the box decoder (and Keras) use.
+                outs = self.forward(torch.from_numpy(batch).permute(0, 3, 1, 2))
+            # NCHW heads back to NHWC float32, the layout the box decoder (and Keras) use. Reading them back waits
+            # for the GPU, so the graphs' shared buffers are free again when this returns.
             return [o[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy() for o in outs]
+
+    def load(self, images: Sequence[Image]) -> DeviceBatch:
+        """Decode (JPEG bytes: nvJPEG, batched) and letterbox ``images`` on this engine's device.
+
+        A JPEG that nvJPEG refuses is decoded by OpenCV instead; one neither can decode is reported in ``failed``.
+        RGB arrays are uploaded as they are. The letterbox is TYOY's geometry with an antialiased bicubic resize
+        (close to PIL's, not bit-equal to it), done per group of same-sized frames.
+        """
+        torch = self._torch
+        failed: dict[int, str] = {}
+        with torch.inference_mode(), self._on_device(self._load_stream):
+            pictures = self._decode_jpegs({i: im for i, im in enumerate(images) if isinstance(im, bytes)}, failed)
+            for i, im in enumerate(images):
+                if not isinstance(im, bytes):
+                    pictures[i] = self._upload(im)
+            kept = sorted(pictures)
+            canvas = self._letterbox([pictures[i] for i in kept])
+            if self._load_stream is not None:
+                self._load_stream.synchronize()  # the batch is complete before the inference stream reads it
+        return DeviceBatch(canvas, kept, failed)
+
+    @contextlib.contextmanager
+    def _on_device(self, stream: Any = None) -> Iterator[None]:
+        if self._device.type != "cuda":
+            yield
+            return
+        torch = self._torch
+        side = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+        with torch.cuda.device(self._device), side:
+            yield
+
+    def _upload(self, image: np.ndarray) -> Any:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"load needs HxWx3 uint8 RGB arrays, got shape {image.shape} dtype {image.dtype}")
+        return self._torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self._device).permute(2, 0, 1)
+
+    def _decode_jpegs(self, jpegs: dict[int, bytes], failed: dict[int, str]) -> dict[int, Any]:
+        if not jpegs:
+            return {}
+        if not self.loads_images:
+            raise EngineError("this torch engine decodes JPEGs on the CPU (engine.decode); pass RGB arrays")
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        torch = self._torch
+        data = {i: torch.frombuffer(bytearray(b), dtype=torch.uint8) for i, b in jpegs.items()}
+        try:
+            pictures = decode_jpeg(list(data.values()), mode=ImageReadMode.RGB, device=self._device)
+            return dict(zip(data, pictures, strict=True))
+        except RuntimeError:
+            pass  # one bad image fails the whole batched call: go one by one to find it
+        out = {}
+        for i, tensor in data.items():
+            try:
+                out[i] = decode_jpeg(tensor, mode=ImageReadMode.RGB, device=self._device)
+            except RuntimeError as exc:
+                bgr = cv2.imdecode(np.frombuffer(jpegs[i], np.uint8), cv2.IMREAD_COLOR)
+                if bgr is None:
+                    failed[i] = f"image of {len(jpegs[i])} bytes is not a decodable JPEG (nvJPEG: {exc})"
+                else:
+                    out[i] = self._upload(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        return out
+
+    def _letterbox(self, pictures: list[Any]) -> Any:
+        """(3, H, W) uint8 pictures into one (N, 3, S, S) uint8 batch: scaled to fit, centred on grey 128."""
+        torch = self._torch
+        size = self._size
+        canvas = torch.full((len(pictures), 3, size, size), 128, dtype=torch.uint8, device=self._device)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for row, picture in enumerate(pictures):
+            groups.setdefault((picture.shape[1], picture.shape[2]), []).append(row)
+        for (h, w), rows in groups.items():
+            scale = min(size / w, size / h)
+            nw, nh = max(1, int(w * scale)), max(1, int(h * scale))  # TYOY's truncation, as the CPU letterbox
+            dx, dy = (size - nw) // 2, (size - nh) // 2
+            x = torch.stack([pictures[r] for r in rows])
+            if (nw, nh) != (w, h):
+                x = (
+                    torch.nn.functional.interpolate(
+                        x.float(), size=(nh, nw), mode="bicubic", align_corners=False, antialias=True
+                    )
+                    .round_()
+                    .clamp_(0, 255)
+                    .to(torch.uint8)
+                )
+            canvas[torch.tensor(rows, device=self._device), :, dy : dy + nh, dx : dx + nw] = x
+        return canvas
 
     def _run_cuda(self, x: Any) -> tuple[Any, ...]:
         # Through one page-locked buffer, grown when needed (pinning afresh each call costs more than the copy).
@@ -96,7 +208,8 @@ class TorchEngine:
         return self.forward(self._staging[:n].to(self._device, non_blocking=True).permute(0, 3, 1, 2))
 
     def forward(self, x: Any) -> tuple[Any, ...]:
-        """Heads (NCHW, padded to the bucket) for an NCHW batch already on this engine's GPU."""
+        """Heads (NCHW, padded to the bucket) for an NCHW batch already on this engine's device. On a GPU the
+        heads live in the graphs' shared pool: read them before the next call."""
         n = len(x)
         i = bisect.bisect_left(self._buckets, n)
         if not self._use_graphs or i == len(self._buckets):
@@ -114,18 +227,25 @@ class TorchEngine:
             x = x.to(self._torch.float32) / self._divisor
         return x.to(self._dtype, memory_format=self._format)
 
-    def _capture(self, bucket: int) -> tuple[Any, Any, tuple[Any, ...]]:
+    def _capture_all(self) -> None:
         torch = self._torch
-        static_in = torch.zeros((bucket, 3, self._size, self._size), dtype=self._dtype, device=self._device)
-        static_in = static_in.contiguous(memory_format=self._format)
+        biggest = self._buckets[-1]
+        static_in = torch.zeros((biggest, 3, self._size, self._size), dtype=self._dtype, device=self._device)
+        static_in = static_in.contiguous(memory_format=self._format)  # a bucket's input is its first rows
         stream = torch.cuda.Stream(self._device)
         stream.wait_stream(torch.cuda.current_stream(self._device))
         with torch.cuda.stream(stream):
-            for _ in range(3):  # warm-up on a side stream, as graph capture requires
-                self._model(static_in)
+            for bucket in self._buckets:
+                for _ in range(3):  # warm-up (and cuDNN's choice for this shape) on a side stream, as capture needs
+                    self._model(static_in[:bucket])
         torch.cuda.current_stream(self._device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = tuple(self._model(static_in))
-        log.info("captured a CUDA graph for batch %d", bucket)
-        return graph, static_in, static_out
+        # Largest first, all in one pool: graphs run one at a time and their heads are read before the next
+        # replay, so a smaller graph may reuse what the largest freed, and the pool is about one bucket's size.
+        pool = None
+        for bucket in reversed(self._buckets):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                static_out = tuple(self._model(static_in[:bucket]))
+            pool = graph.pool()
+            self._graphs[bucket] = (graph, static_in[:bucket], static_out)
+        log.info("captured CUDA graphs for batches %s", self._buckets)

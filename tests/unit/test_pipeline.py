@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from common.config import ModelConfig, PoolConfig
 from common.redis_io import Entry
 from common.wire import Frame, decode, encode
+from detector.engines import DeviceBatch, Image
 from detector.model import ModelSpec
 from detector.pipeline import Pipeline
 from detector.watchdog import Watchdog
@@ -25,13 +27,22 @@ class ScriptedEngine:
 
     name = "scripted"
     device = "cpu"
+    loads_images = False
 
     def __init__(self, hits: list[int], class_logit: float = 20.0) -> None:
         self.hits = hits
         self.class_logit = class_logit
         self.batches: list[int] = []
+        self.loaded: list[list[str]] = []  # per load: "jpeg" or "rgb" for each image handed over
 
-    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+    def load(self, images: Sequence[Image]) -> DeviceBatch:
+        # As a device decoder would: JPEGs it cannot decode are reported, the rest become rows.
+        self.loaded.append(["jpeg" if isinstance(im, bytes) else "rgb" for im in images])
+        failed = {i: "nvJPEG refused it" for i, im in enumerate(images) if isinstance(im, bytes) and b"BAD" in im}
+        kept = [i for i in range(len(images)) if i not in failed]
+        return DeviceBatch(np.zeros((len(kept), 3, SIZE, SIZE), np.uint8), kept, failed)
+
+    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
         self.batches.append(len(batch))
         channels = 3 * (5 + len(CLASSES))
         coarse = np.full((len(batch), SIZE // 32, SIZE // 32, channels), -20.0, np.float32)
@@ -173,7 +184,7 @@ class StuckOnce(ScriptedEngine):
 
     calls = 0
 
-    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
         StuckOnce.calls += 1
         if StuckOnce.calls == 1:
             time.sleep(2)
@@ -198,7 +209,7 @@ def test_the_watchdog_restarts_a_stuck_engine_and_the_batch_is_retried_once() ->
 
 
 class AlwaysStuck(ScriptedEngine):
-    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
         time.sleep(1)
         return super().predict(batch)
 
@@ -231,3 +242,48 @@ def test_a_failed_feeder_stops_the_loop_instead_of_hanging_it() -> None:
     with pytest.raises(RuntimeError, match="reading and preparing frames failed: the server said"):
         feeder.get()
     feeder.close(1.0)
+
+
+def frame_entry(
+    seq: int, data: bytes, size: tuple[int, int] = (128, 64), encoding: Literal["jpeg", "bgr8"] = "jpeg"
+) -> Entry:
+    frame = Frame(
+        stream="cam", seq=seq, capture_ts=time.time(), width=size[0] * 2, height=size[1] * 2,
+        encoding=encoding, image_width=size[0], image_height=size[1], data=data,
+    )  # fmt: skip
+    return Entry("k", f"2-{seq}", encode(frame))
+
+
+def test_an_engine_that_loads_images_gets_jpeg_bytes_checked_by_header_and_its_failures_are_dead_lettered() -> None:
+    pipeline, engine = make([0])
+    engine.loads_images = True
+    good = jpeg_entry(0)
+    jpeg = decode(good.payload, Frame).data
+    bgr = np.zeros((64, 128, 3), np.uint8).tobytes()
+    png = cv2.imencode(".png", np.zeros((64, 128, 3), np.uint8))[1].tobytes()
+    entries = [
+        good,
+        frame_entry(1, b"\xff\xd8 not really"),
+        frame_entry(2, jpeg, size=(100, 64)),  # the header says 128x64
+        frame_entry(3, png),
+        frame_entry(4, jpeg + b"BAD"),  # a header that parses, a body the "device" refuses
+        frame_entry(5, bgr, encoding="bgr8"),
+    ]
+    out = pipeline.process(entries)
+    assert engine.loaded == [["jpeg", "jpeg", "rgb"]]  # only frames whose header holds reach the engine
+    assert [r.seq for _, r in out.published] == [0, 5]
+    (det,) = out.published[0][1].detections
+    assert det.box[2] > 64  # boxes mapped to original pixels, as on the CPU path
+    reasons = {e.id: why for e, why in out.failed}
+    assert reasons["2-1"] == "ImageError: image of 13 bytes is not a decodable JPEG (no image header)"
+    assert reasons["2-2"] == "ImageError: image is 128x64, message says 100x64"
+    assert reasons["2-3"].endswith("is a PNG, not a JPEG")
+    assert reasons["2-4"] == "ImageError: nvJPEG refused it"
+    assert set(reasons) == {"2-1", "2-2", "2-3", "2-4"}
+
+
+def test_a_batch_with_nothing_to_load_never_calls_the_engine() -> None:
+    pipeline, engine = make([0])
+    engine.loads_images = True
+    out = pipeline.process([frame_entry(1, b"junk")])
+    assert engine.loaded == [] and engine.batches == [] and len(out.failed) == 1
