@@ -129,7 +129,7 @@ def part_decode(out: Path) -> dict[str, Any]:
     for width, height in ((416, 416), (1280, 720)):
         jpegs = jpeg_frames(64, width, height)
         frames = [
-            Frame(stream="s", seq=i, capture_ts=0.0, width=width, height=height, encoding="jpeg",
+            Frame(stream="s", seq=i, capture_ts=1.0, width=width, height=height, encoding="jpeg",
                   image_width=width, image_height=height, data=j)
             for i, j in enumerate(jpegs)
         ]  # fmt: skip
@@ -143,6 +143,8 @@ def part_decode(out: Path) -> dict[str, Any]:
             letterbox_into(decode_image(f), 416, batch[i], "pil")  # the reference: TYOY's PIL bicubic
         gpu_engine = engine("yolov3", "fp16", decode="gpu")
         cpu_engine = engine("yolov3", "fp16")
+        for e in (gpu_engine, cpu_engine):
+            lift_objectness(e)
         for _ in range(3):
             gpu_engine.load(jpegs)
         torch.cuda.synchronize()
@@ -158,7 +160,7 @@ def part_decode(out: Path) -> dict[str, Any]:
         )
         sizes = [(width, height)] * 64
         anchors = gpu_engine_anchors()
-        found = [decode(h, anchors, 3, 416, sizes, 0.05, 0.45, 20) for h in (heads_gpu, heads_cpu)]
+        found = [decode(h, anchors, 3, 416, sizes, 0.3, 0.45, 20) for h in (heads_gpu, heads_cpu)]
         matched, total, score_diff = 0, 0, 0.0
         for a, b in zip(*found, strict=True):
             total += len(b.scores)
@@ -178,6 +180,17 @@ def part_decode(out: Path) -> dict[str, Any]:
         del gpu_engine, cpu_engine
         torch.cuda.empty_cache()
     return {"decode": rows}
+
+
+def lift_objectness(e: Any) -> None:
+    """Random weights find nothing; raise the output convs' objectness bias so both paths have boxes to compare.
+    In place: the captured CUDA graphs read the parameters where they are."""
+    import torch
+
+    with torch.no_grad():
+        for module in e._model.modules():
+            if module.__class__.__name__ == "_Conv" and not module.leaky:
+                module.conv.bias.view(3, -1)[:, 4] += 6.0
 
 
 def gpu_engine_anchors() -> np.ndarray:
@@ -387,7 +400,8 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
                 for _, f in client.xrange(keys.results(f"c{i}"))  # type: ignore[union-attr]
             ]
             client.close()
-        warm = [r for r in results if r.capture_ts > started + 5]
+        # The window leaves out the first quarter (ingest's start-up burst, first batches) and the last seconds.
+        warm = [r for r in results if started + seconds * 0.25 < r.capture_ts < started + seconds - 2]
         lat = np.array([r.timings.end_to_end_ms for r in warm]) if warm else np.array([np.nan])
         stale = sum(int(x) for log in logs for x in _grab(log, "'stale': "))
         span = max(r.published_ts for r in warm) - min(r.published_ts for r in warm) if warm else 0
@@ -406,9 +420,17 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
             "detector_cpu_cores": round(cpu_used / seconds, 2),
             "gpu_memory_mb": gpu_used, "gpu_memory_mb_per_replica": [per_replica.get(d.pid) for d in dets],
             "ok": missing == 0 and float(np.percentile(lat, 99)) <= 150,
+            "replica_problems": [problems(log) for log in logs],
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {"e2e": rows}
+
+
+def problems(log: str) -> list[str]:
+    """A replica's error lines and its last lines, when it logged an error or a traceback."""
+    lines = log.splitlines()
+    bad = [line for line in lines if "ERROR" in line or "Traceback" in line or "Error:" in line]
+    return (bad[:5] + lines[-6:]) if bad else []
 
 
 def _grab(text: str, key: str) -> list[str]:

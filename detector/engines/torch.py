@@ -70,6 +70,11 @@ class TorchEngine:
             # seconds, and every frame queued behind it goes stale.
             with torch.cuda.device(self._device), torch.inference_mode():
                 self._capture_all()
+        if self.loads_images:
+            # nvJPEG sets up its handles and buffers on first use, per batch size: here, not on live frames.
+            grey = cv2.imencode(".jpg", np.full((self._size, self._size, 3), 128, np.uint8))[1].tobytes()
+            for bucket in self._buckets:
+                self.load([grey] * bucket)
         log.info(
             "torch engine ready: %s %d px on %s, %s, JPEG decode on the %s",
             spec.architecture, spec.input_size, self.device, precision, "GPU" if self.loads_images else "CPU",
@@ -212,12 +217,13 @@ class TorchEngine:
         heads live in the graphs' shared pool: read them before the next call."""
         n = len(x)
         i = bisect.bisect_left(self._buckets, n)
-        if not self._use_graphs or i == len(self._buckets):
-            return tuple(self._model(self._normalise(x)))
-        graph, static_in, static_out = self._graphs[self._buckets[i]]
-        static_in[:n].copy_(self._normalise(x))  # rows past n keep the last batch's data, unused
-        graph.replay()
-        return tuple(static_out)
+        with self._torch.inference_mode():  # the graphs' buffers are inference tensors
+            if not self._use_graphs or i == len(self._buckets):
+                return tuple(self._model(self._normalise(x)))
+            graph, static_in, static_out = self._graphs[self._buckets[i]]
+            static_in[:n].copy_(self._normalise(x))  # rows past n keep the last batch's data, unused
+            graph.replay()
+            return tuple(static_out)
 
     def _normalise(self, x: Any) -> Any:
         """uint8 0-255 to the engine's dtype in [0, 1], divided in float32 as TYOY did; float32 is taken as is."""
