@@ -322,6 +322,7 @@ def part_two_gpu(out: Path) -> dict[str, Any]:
 
 
 def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decoder: str) -> dict[str, Any]:
+    from common.config import EmbeddedServerConfig
     from common.embedded import EmbeddedServer
     from common.keys import Keys
     from common.redis_io import connect
@@ -329,7 +330,9 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
 
     rows = []
     for n in streams:
-        with tempfile.TemporaryDirectory(prefix="e2e") as tmp, EmbeddedServer(Path(tmp) / "v.sock") as server:
+        # Sized for the streams: 25 frames of ~33 KB (5 s at 5 fps, past max_age_ms) and 1,000 results per stream.
+        memory = EmbeddedServerConfig(maxmemory_mb=2048 + n * 8)
+        with tempfile.TemporaryDirectory(prefix="e2e") as tmp, EmbeddedServer(Path(tmp) / "v.sock", memory) as server:
             config = Path(tmp) / "stack.yaml"
             cams = "\n".join(
                 f"    - {{name: c{i}, source: {{kind: synthetic, seed: {i}, width: 416, height: 416, fps: 5}}, "
@@ -337,7 +340,7 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
                 for i in range(n)
             )  # fmt: skip
             config.write_text(textwrap.dedent("""\
-                streams: {prefix: e2e, frames_maxlen: 200}
+                streams: {prefix: e2e, frames_maxlen: 25, results_maxlen: 1000}
                 ingest:
                   queue_size: 4096
                   cameras:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -221,10 +221,12 @@ class GroupReader:
         for e in entries:
             by_key.setdefault(e.key, []).append(e.id)
         if by_key:
-            pipe = self.client.pipeline(transaction=False)
-            for key, ids in by_key.items():
-                pipe.xack(key, self.group, *ids)
-            self._execute(pipe)
+
+            def build(pipe: Any) -> None:
+                for key, ids in by_key.items():
+                    pipe.xack(key, self.group, *ids)
+
+            self._execute(build, transaction=False)
 
     def dead_letter(self, entry: Entry, reason: str) -> None:
         """Move an entry to the dead-letter stream with the reason, and ack it, atomically."""
@@ -239,27 +241,38 @@ class GroupReader:
             "ts": f"{time.time():.3f}",
             "payload": entry.payload or b"",
         }
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead_key, fields, maxlen=self.dead_maxlen, approximate=True)
-        pipe.xack(entry.key, self.group, entry.id)
-        self._execute(pipe)
+
+        def build(pipe: Any) -> None:
+            pipe.xadd(self.dead_key, fields, maxlen=self.dead_maxlen, approximate=True)
+            pipe.xack(entry.key, self.group, entry.id)
+
+        self._execute(build)
         self.stats.dead_lettered += 1
 
     def publish_and_ack(self, messages: Sequence[tuple[str, bytes, int]], done: Sequence[Entry]) -> None:
         """XADD every (key, payload, maxlen) and XACK the entries they answer, in one MULTI/EXEC."""
         if not messages and not done:
             return  # a batch of only stale or dead-lettered frames: no round trip
-        pipe = self.client.pipeline(transaction=True)
-        for key, payload, maxlen in messages:
-            pipe.xadd(key, {self.payload_field: payload}, maxlen=maxlen, approximate=True)
-        for e in done:
-            pipe.xack(e.key, self.group, e.id)
-        self._execute(pipe)
 
-    def _execute(self, pipe: Any) -> None:
-        # Writes must not be lost to a blip: retry until the server answers (the caller's deadline bounds us).
+        def build(pipe: Any) -> None:
+            for key, payload, maxlen in messages:
+                pipe.xadd(key, {self.payload_field: payload}, maxlen=maxlen, approximate=True)
+            for e in done:
+                pipe.xack(e.key, self.group, e.id)
+
+        self._execute(build)
+
+    def _execute(self, build: Callable[[Any], None], transaction: bool = True) -> None:
+        """Run the commands ``build`` queues, retrying until the server takes them all.
+
+        Writes must not be lost to a blip, nor to a full server: the entries they answer stay pending meanwhile,
+        so holding here is back-pressure, not loss (the caller's deadline bounds us). Each attempt queues the
+        commands afresh: redis-py empties a pipeline when ``execute`` raises.
+        """
         delay = 0.1
         while True:
+            pipe = self.client.pipeline(transaction=transaction)
+            build(pipe)
             try:
                 with self._lock:
                     pipe.execute()
@@ -267,8 +280,15 @@ class GroupReader:
             except TRANSIENT_ERRORS as exc:
                 self.stats.redis_errors += 1
                 log.warning("redis write failed (%s); retrying in %.1f s", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except OutOfMemoryError as exc:  # a transaction's OOM surfaces as its command's error, not EXECABORT
+                self.stats.redis_errors += 1
+                log.error(
+                    "redis is full (%s): holding these writes and retrying in %.1f s; give the server more "
+                    "maxmemory, or keep less in it (streams.frames_maxlen, streams.results_maxlen)",
+                    str(exc).rsplit("caused error: ", 1)[-1][:200], delay,
+                )  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def group_reader(

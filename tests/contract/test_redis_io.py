@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -186,3 +187,23 @@ def test_reads_survive_the_server_going_away_and_coming_back(tmp_path: Path, pre
     finally:
         client.close()
         server.stop()
+
+
+def test_a_full_server_holds_results_until_it_has_room_and_none_are_lost(tmp_path: Path, prefix: str) -> None:
+    with EmbeddedServer(tmp_path / "full.sock") as server:
+        client = connect(server.url)
+        keys = Keys(prefix)
+        push(client, prefix, "a", b"frame")
+        r = reader(client, prefix)
+        (entry,) = r.read()
+        client.config_set("maxmemory", 1)  # full: every write that needs memory is refused
+        room = threading.Timer(1.0, lambda: connect(server.url).config_set("maxmemory", "64mb"))
+        room.start()
+        started = time.monotonic()
+        r.publish_and_ack([(keys.results("a"), b"result", 100)], [entry])  # held, then written: not lost
+        room.join()
+        assert time.monotonic() - started >= 0.9
+        assert r.stats.redis_errors >= 1
+        assert [f[b"msg"] for _, f in client.xrange(keys.results("a"))] == [b"result"]
+        assert client.xpending(keys.frames("a"), "detector:p")["pending"] == 0
+        client.close()
