@@ -13,6 +13,8 @@ Parts (``python bench/gpu_bench.py PART --out DIR``):
 - ``e2e``: a Redis-compatible server, ingest processes pushing N synthetic 416-px JPEG streams at 5 fps, detector
   replicas on GPU 0 (``--decode gpu|cpu``): frames/s, p50/p99 capture-to-result latency, stale drops and frames
   missing in the measured window, CPU cores used, GPU memory (all, and per replica).
+- ``profile``: where YOLOv3-416's GPU time goes at batch 64 in fp16 (torch.profiler over eager forwards):
+  CUDA time by kernel kind (convolutions, elementwise, copies), against the FLOP count.
 - ``two-gpu``: one model-only replica pinned to each of two GPUs at once vs one GPU alone, with nvidia-smi's
   per-process GPU placement as evidence.
 Nothing is asserted; ``bench/gpu_report.py`` turns the JSON into the README's table and plot.
@@ -205,6 +207,62 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = float(np.prod(np.clip(hi - lo, 0, None)))
     union = float(np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter)
     return inter / union if union > 0 else 1.0
+
+
+def part_profile(out: Path) -> dict[str, Any]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    e = engine("yolov3", "fp16")
+    x = torch.randint(0, 256, (64, 416, 416, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2)
+    flops = 0
+    for m in e._model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            # Output pixels at 416 px: the conv's stride chain is in its place in the net; count with a hook.
+            m.register_forward_hook(lambda mod, i, o: _count(mod, o))
+    _FLOPS.clear()
+    with torch.inference_mode():
+        e._model(e._normalise(x))
+        flops = sum(_FLOPS)
+        for _ in range(3):
+            e._model(e._normalise(x))
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                e._model(e._normalise(x))
+            torch.cuda.synchronize()
+    kinds: dict[str, float] = {}
+    for event in prof.key_averages():
+        us = float(getattr(event, "device_time_total", 0.0) or getattr(event, "cuda_time_total", 0.0))
+        if us <= 0 or event.key.startswith("aten::") or event.key.startswith("cuda"):
+            continue
+        name = event.key.lower()
+        kind = (
+            "convolution (cuDNN/cutlass)" if any(k in name for k in ("conv", "gemm", "cutlass", "xmma", "sm90"))
+            else "elementwise (bias, leaky ReLU, add, normalise)" if "elementwise" in name or "vectorized" in name
+            else "copy / concat / upsample" if any(k in name for k in ("copy", "cat", "upsample", "nearest"))
+            else "other"
+        )  # fmt: skip
+        kinds[kind] = kinds.get(kind, 0.0) + us / 5
+    total_ms = sum(kinds.values()) / 1000
+    top = sorted(prof.key_averages(), key=lambda ev: -float(getattr(ev, "device_time_total", 0.0)))[:12]
+    return {
+        "batch": 64, "precision": "fp16", "eager_gpu_ms_per_batch": round(total_ms, 2),
+        "img_per_s_eager": round(64 / total_ms * 1000, 1), "gflop_per_image": round(flops / 64 / 1e9, 1),
+        "achieved_tflop_per_s": round(flops / (total_ms / 1000) / 1e12, 1),
+        "share_of_gpu_time": {k: round(v / 1000 / total_ms, 3) for k, v in sorted(kinds.items())},
+        "top_kernels_ms_per_batch": [
+            [ev.key[:90], round(float(getattr(ev, "device_time_total", 0.0)) / 5 / 1000, 2)] for ev in top
+        ],
+    }  # fmt: skip
+
+
+_FLOPS: list[int] = []
+
+
+def _count(conv: Any, out: Any) -> None:
+    k = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels
+    _FLOPS.append(2 * k * out.numel())
 
 
 def worker_loop(
@@ -470,7 +528,9 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=["model", "seed", "fractions", "decode", "e2e", "two-gpu", "worker", "all"])
+    p.add_argument(
+        "part", choices=["model", "seed", "fractions", "decode", "profile", "e2e", "two-gpu", "worker", "all"]
+    )
     p.add_argument("args", nargs="*")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     p.add_argument("--seconds", type=float, default=20)
@@ -495,6 +555,8 @@ def main() -> None:
                 result = part_fractions(a.out)
             elif part == "decode":
                 result = part_decode(a.out)
+            elif part == "profile":
+                result = part_profile(a.out)
             elif part == "two-gpu":
                 result = part_two_gpu(a.out)
             else:
