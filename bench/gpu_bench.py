@@ -443,6 +443,7 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
             time.sleep(seconds * 0.7)
             gpu_used = gpu_used_mb()[0]
             per_replica = {a["pid"]: a["used_mb"] for a in gpu_apps()}
+            host_mb = {"detectors": rss_mb([d.pid for d in dets]), "ingest": rss_mb([i.pid for i in ingests])}
             for ingest in ingests:
                 ingest.wait(timeout=seconds + 120)
             cpu_used = cpu_seconds([p.pid for p in dets]) - cpu_before
@@ -480,6 +481,7 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
             "mean_batch": round(float(np.mean([r.batch_size for r in warm])), 1) if warm else 0,
             "detector_cpu_cores": round(cpu_used / seconds, 2),
             "gpu_memory_mb": gpu_used, "gpu_memory_mb_per_replica": [per_replica.get(d.pid) for d in dets],
+            "host_rss_mb": host_mb, "host_rss_mb_per_stream": round(sum(host_mb.values()) / n, 2),
             "ok": missing == 0 and float(np.percentile(lat, 99)) <= 150,
             "replica_problems": [problems(log) for log in logs],
         })  # fmt: skip
@@ -500,6 +502,18 @@ def _grab(text: str, key: str) -> list[str]:
         if key in line:
             out.append(line.split(key, 1)[1].split(",")[0].split("}")[0])
     return out[-1:]
+
+
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of these processes together, MB (mid-run)."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+        except (OSError, StopIteration):
+            pass
+    return round(total / 1024, 1)
 
 
 def cpu_seconds(pids: list[int]) -> float:
