@@ -215,15 +215,17 @@ def part_profile(out: Path) -> dict[str, Any]:
 
     e = engine("yolov3", "fp16")
     x = torch.randint(0, 256, (64, 416, 416, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2)
-    flops = 0
-    for m in e._model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            # Output pixels at 416 px: the conv's stride chain is in its place in the net; count with a hook.
-            m.register_forward_hook(lambda mod, i, o: _count(mod, o))
-    _FLOPS.clear()
+    conv_flops: list[int] = []  # 2 * MACs of each convolution, counted by a hook on one forward
+
+    def count(conv: Any, _: Any, out: Any) -> None:
+        conv_flops.append(2 * conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels * out.numel())
+
+    hooks = [m.register_forward_hook(count) for m in e._model.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.inference_mode():
         e._model(e._normalise(x))
-        flops = sum(_FLOPS)
+        for hook in hooks:
+            hook.remove()
+        flops = sum(conv_flops)
         for _ in range(3):
             e._model(e._normalise(x))
         torch.cuda.synchronize()
@@ -255,14 +257,6 @@ def part_profile(out: Path) -> dict[str, Any]:
             [ev.key[:90], round(float(getattr(ev, "device_time_total", 0.0)) / 5 / 1000, 2)] for ev in top
         ],
     }  # fmt: skip
-
-
-_FLOPS: list[int] = []
-
-
-def _count(conv: Any, out: Any) -> None:
-    k = conv.kernel_size[0] * conv.kernel_size[1] * conv.in_channels
-    _FLOPS.append(2 * k * out.numel())
 
 
 def worker_loop(

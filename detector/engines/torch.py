@@ -24,6 +24,7 @@ import numpy as np
 from common.config import TorchEngineConfig
 from detector.engines import DeviceBatch, EngineError, Image
 from detector.model import ModelSpec
+from detector.yolo.postprocess import letterbox_geometry
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +187,7 @@ class TorchEngine:
         for row, picture in enumerate(pictures):
             groups.setdefault((picture.shape[1], picture.shape[2]), []).append(row)
         for (h, w), rows in groups.items():
-            scale = min(size / w, size / h)
-            nw, nh = max(1, int(w * scale)), max(1, int(h * scale))  # TYOY's truncation, as the CPU letterbox
-            dx, dy = (size - nw) // 2, (size - nh) // 2
+            nw, nh, dx, dy = letterbox_geometry(w, h, size)
             x = torch.stack([pictures[r] for r in rows])
             if (nw, nh) != (w, h):
                 x = (

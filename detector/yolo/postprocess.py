@@ -34,6 +34,17 @@ _GREY = np.float32(128) / np.float32(255)
 _MAX_WH_LOGIT = np.float32(40.0)
 
 
+def letterbox_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """Where TYOY's letterbox puts a ``width`` x ``height`` image in a ``size`` square: (new_w, new_h, dx, dy).
+
+    Scale to fit, size truncated to int (``max(1, ...)`` only matters for images thinner than 1/size of their
+    length, which would break resize), centred.
+    """
+    scale = min(size / width, size / height)
+    nw, nh = max(1, int(width * scale)), max(1, int(height * scale))
+    return nw, nh, (size - nw) // 2, (size - nh) // 2
+
+
 def letterbox_into(image: np.ndarray, size: int, out: np.ndarray, resize: Literal["pil", "opencv"] = "pil") -> None:
     """Letterbox ``image`` (HxWx3 uint8 RGB) into ``out``: (size, size, 3) float32 in [0, 1], or uint8 0-255 (a
     quarter of the bytes to move; the engine divides by 255 in float32, which gives the same values).
@@ -54,10 +65,7 @@ def letterbox_into(image: np.ndarray, size: int, out: np.ndarray, resize: Litera
             f"dtype {out.dtype}"
         )
     h, w = image.shape[:2]
-    scale = min(size / w, size / h)
-    # max(1, ...) only matters for images thinner than 1/size of their length, which would break resize.
-    nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
-    dx, dy = (size - nw) // 2, (size - nh) // 2
+    nw, nh, dx, dy = letterbox_geometry(w, h, size)
     if (nw, nh) == (w, h):
         resized = image
     elif resize == "pil":
