@@ -56,15 +56,26 @@ def model_only(arch: Literal["yolov3", "tiny"], batch: int, seconds: float) -> d
 
 
 def through_redis(arch: str, batch: int, frames: int, tmp: Path) -> dict[str, Any]:
-    prefix = f"b{arch}{batch}"
+    model = f"{{architecture: {arch}, classes: [a, b, c], input_size: 416}}"
+    return backlog_run(f"b{arch}{batch}", model, "{kind: tensorflow, gpu: null}", batch, frames, tmp)
+
+
+def backlog_run(
+    prefix: str, model: str, engine: str, batch: int, frames: int, tmp: Path,
+    source: SyntheticSourceConfig | None = None, replicas: int = 1,
+) -> dict[str, Any]:  # fmt: skip
+    """Queue ``frames`` synthetic frames over four cameras, then let detector process(es) take them all: frames/s
+    between the first and last published result, mean per-frame timings, and the share of the replicas' time
+    spent outside the model (1 - inference time / elapsed time, per replica)."""
     keys = Keys(prefix)
-    camera = CameraConfig(name="cam", source=SyntheticSourceConfig(), max_side=640)
-    source = SyntheticSource(SyntheticSourceConfig(seed=1))
+    source = source or SyntheticSourceConfig(seed=1)
+    camera = CameraConfig(name="cam", source=source, max_side=max(source.width, source.height))
+    synthetic = SyntheticSource(source)
     with EmbeddedServer(tmp / f"{prefix}.sock") as server:
         client = connect(server.url)
         for seq in range(frames):
-            source.grab()
-            frame = make_frame(camera, source.retrieve(), seq // 4, time.time())
+            synthetic.grab()
+            frame = make_frame(camera, synthetic.retrieve(), seq // 4, time.time())
             frame = frame.model_copy(update={"stream": f"cam{seq % 4}"})  # four cameras, one batch across them
             client.xadd(keys.frames(frame.stream), {FIELD: encode(frame)})
         config = tmp / f"{prefix}.yaml"
@@ -73,15 +84,21 @@ def through_redis(arch: str, batch: int, frames: int, tmp: Path) -> dict[str, An
             detector:
               pools:
                 - name: bench
-                  model: {{architecture: {arch}, classes: [a, b, c], input_size: 416}}
-                  engine: {{kind: tensorflow, gpu: null}}
+                  model: {model}
+                  engine: {engine}
                   max_batch: {batch}
                   max_wait_ms: 50
                   max_age_ms: null
             """))  # fmt: skip
         env = {**os.environ, "REDIS_URL": server.url}
-        cmd = [sys.executable, "-m", "detector", "--config", str(config), "--max-frames", str(frames)]
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=1800)
+        cmd = [sys.executable, "-m", "detector", "--config", str(config), "--until-idle", "3"]
+        procs = [
+            subprocess.Popen([*cmd, "--replica", f"r{i}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+            for i in range(replicas)
+        ]  # fmt: skip
+        for proc in procs:
+            proc.wait(timeout=1800)
         results = [
             decode(cast(bytes, f[FIELD.encode()]), Result)  # type: ignore[index]
             for s in range(4)
@@ -90,15 +107,17 @@ def through_redis(arch: str, batch: int, frames: int, tmp: Path) -> dict[str, An
         client.close()
     stamps = sorted(r.published_ts for r in results)
     # The first batch's results carry its start-up; count from the first publish to the last.
-    counted = len(stamps) - batch
+    counted = len(stamps) - batch * replicas
     span = stamps[-1] - stamps[0]
     timings = [r.timings for r in results]
+    inference_s = sum(t.inference_ms for t in timings) / 1000 / replicas
     return {
         "frames": len(results),
         "frames_per_s": round(counted / span, 2) if span > 0 else None,
         "decode_ms": round(float(np.mean([t.decode_ms for t in timings])), 2),
-        "inference_ms_per_frame": round(float(np.mean([t.inference_ms for t in timings])), 1),
+        "inference_ms_per_frame": round(float(np.mean([t.inference_ms for t in timings])), 2),
         "postprocess_ms": round(float(np.mean([t.postprocess_ms for t in timings])), 2),
+        "share_outside_model": round(1 - inference_s / span, 3) if span > 0 else None,
     }
 
 

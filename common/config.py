@@ -135,6 +135,9 @@ class SyntheticSourceConfig(_Strict):
     height: int = Field(480, ge=32, le=8192, description="Frame height in pixels.")
     fps: float = Field(10.0, gt=0, le=1000, description="Frame rate of the simulated camera.")
     shapes: int = Field(3, ge=0, le=32, description="Number of moving shapes.")
+    distractors: int = Field(
+        0, ge=0, le=32, description="Moving plus signs, labelled NULL in the truth (a class to ignore)."
+    )
     realtime: bool = Field(True, description="Pace frames at fps; false produces them as fast as possible.")
     truth_path: ConfigPath | None = Field(
         None, description="Append the ground truth (labels and boxes) of every published frame here, as JSONL."

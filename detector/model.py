@@ -28,6 +28,7 @@ class ModelSpec:
     weights: Path | None
     seed: int
     resize: Literal["pil", "opencv"] = "pil"
+    width: float = 1.0  # tiny's width multiplier, read from the weights file
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> ModelSpec:
@@ -50,8 +51,10 @@ class ModelSpec:
             arch = "yolov3" if cfg.architecture == "auto" else cfg.architecture
             anchors = DEFAULT_ANCHORS[arch]
             arch_source = f"model.architecture ({cfg.architecture})"
+        width = 1.0
         if weights is not None:
             info = inspect_weights(weights)
+            width = info.width
             if info.architecture != arch:
                 raise ModelFileError(
                     weights,
@@ -65,7 +68,7 @@ class ModelSpec:
                     f"but the class list has {len(classes)}",
                     "use the classes file the model was trained with",
                 )
-        return cls(arch, anchors, classes, cfg.input_size, weights, cfg.seed, cfg.resize)
+        return cls(arch, anchors, classes, cfg.input_size, weights, cfg.seed, cfg.resize, width)
 
 
 def _locate(cfg: ModelConfig) -> tuple[Path | None, Path | None, Path | list[str]]:

@@ -61,6 +61,7 @@ class Truth:
 
 
 SHAPE_LABELS = ("circle", "square", "triangle")
+DISTRACTOR_LABEL = "NULL"  # TYOY's trick: a class for what gets mis-detected, ignored at run time
 
 
 class SyntheticSource:
@@ -85,6 +86,17 @@ class SyntheticSource:
                 tuple(int(c) for c in rng.integers(90, 256, 3)),  # BGR colour
             )
             for i in range(cfg.shapes)
+        ]
+        # Distractors after the shapes, so adding some leaves a seed's shapes where they were.
+        self._shapes += [
+            (
+                DISTRACTOR_LABEL,
+                int(rng.integers(side // 10, side // 4)),
+                rng.uniform(0, 1, 2),
+                rng.uniform(-0.02, 0.02, 2),
+                tuple(int(c) for c in rng.integers(90, 256, 3)),
+            )
+            for _ in range(cfg.distractors)
         ]
 
     @staticmethod
@@ -112,9 +124,14 @@ class SyntheticSource:
                 cv2.circle(frame, ((x0 + x1) // 2, (y0 + y1) // 2), (x1 - x0) // 2, colour, -1, cv2.LINE_AA)
             elif truth.label == "square":
                 cv2.rectangle(frame, (x0, y0), (x1 - 1, y1 - 1), colour, -1)
-            else:
+            elif truth.label == "triangle":
                 points = np.array([[(x0 + x1) // 2, y0], [x0, y1 - 1], [x1 - 1, y1 - 1]], np.int32)
                 cv2.fillPoly(frame, [points], colour, cv2.LINE_AA)
+            else:  # a distractor: a plus sign, the kind of thing a model mistakes for a shape
+                bar = max(2, (x1 - x0) // 4)
+                cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+                cv2.rectangle(frame, (x0, cy - bar // 2), (x1 - 1, cy + bar // 2), colour, -1)
+                cv2.rectangle(frame, (cx - bar // 2, y0), (cx + bar // 2, y1 - 1), colour, -1)
         return frame
 
     def grab(self) -> float | None:

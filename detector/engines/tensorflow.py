@@ -134,7 +134,7 @@ class TensorFlowEngine:
         apply_gpu(plan, tf)
         self.device = plan.device
         keras.utils.set_random_seed(spec.seed)  # random weights are reproducible when no weights file is given
-        self.model = build_body(spec.architecture, len(spec.classes), spec.input_size)
+        self.model = build_body(spec.architecture, len(spec.classes), spec.input_size, spec.width)
         if spec.weights is not None:
             self.model.load_weights(str(spec.weights))  # by layer order: TYOY's files load unchanged
         # One traced graph per input type for any batch size: the batch dimension stays symbolic. uint8 goes

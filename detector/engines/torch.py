@@ -55,7 +55,7 @@ class TorchEngine:
         self.precision = precision
         self._dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         self._format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model = build_torch_body(spec.architecture, len(spec.classes), spec.weights, spec.seed)
+        model = build_torch_body(spec.architecture, len(spec.classes), spec.weights, spec.seed, spec.width)
         self._model = model.to(self._device, self._dtype).to(memory_format=self._format)  # type: ignore[call-overload]
         self._size = spec.input_size
         self._divisor = torch.tensor(255.0, dtype=torch.float32, device=self._device)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import keras
 from keras import layers
 
+from detector.yolo.weights import scaled
+
 Architecture = Literal["yolov3", "tiny"]
 
 # Darknet's L2 weight decay: it only matters for training, but it keeps the layer config as TYOY's.
@@ -90,35 +92,39 @@ def _yolo_body(inputs: Any, out_filters: int) -> keras.Model:
     return keras.Model(inputs, [y1, y2, y3], name="yolo_body")
 
 
-def _tiny_yolo_body(inputs: Any, out_filters: int) -> keras.Model:
+def _tiny_yolo_body(inputs: Any, out_filters: int, width: float = 1.0) -> keras.Model:
+    def w(filters: int) -> int:
+        return scaled(filters, width)
+
     x1 = inputs
     for i, filters in enumerate((16, 32, 64, 128, 256)):
         if i:
             x1 = layers.MaxPooling2D(pool_size=(2, 2), strides=(2, 2), padding="same")(x1)
-        x1 = _conv_bn_leaky(x1, filters, 3)
+        x1 = _conv_bn_leaky(x1, w(filters), 3)
     x2 = layers.MaxPooling2D(pool_size=(2, 2), strides=(2, 2), padding="same")(x1)
-    x2 = _conv_bn_leaky(x2, 512, 3)
+    x2 = _conv_bn_leaky(x2, w(512), 3)
     # Stride 1: deepens the receptive field without shrinking the 13x13 grid.
     x2 = layers.MaxPooling2D(pool_size=(2, 2), strides=(1, 1), padding="same")(x2)
-    x2 = _conv_bn_leaky(x2, 1024, 3)
-    x2 = _conv_bn_leaky(x2, 256, 1)
-    y1 = _conv_bn_leaky(x2, 512, 3)
+    x2 = _conv_bn_leaky(x2, w(1024), 3)
+    x2 = _conv_bn_leaky(x2, w(256), 1)
+    y1 = _conv_bn_leaky(x2, w(512), 3)
     y1 = _conv(y1, out_filters, 1, use_bias=True)
 
-    x2 = _conv_bn_leaky(x2, 128, 1)
+    x2 = _conv_bn_leaky(x2, w(128), 1)
     x2 = layers.UpSampling2D(2)(x2)
     y2 = layers.Concatenate()([x2, x1])
-    y2 = _conv_bn_leaky(y2, 256, 3)
+    y2 = _conv_bn_leaky(y2, w(256), 3)
     y2 = _conv(y2, out_filters, 1, use_bias=True)
     return keras.Model(inputs, [y1, y2], name="tiny_yolo_body")
 
 
-def build_body(architecture: Architecture, num_classes: int, input_size: int) -> keras.Model:
+def build_body(architecture: Architecture, num_classes: int, input_size: int, width: float = 1.0) -> keras.Model:
     """Build keras-yolo3's ``yolo_body`` or ``tiny_yolo_body`` for a square ``input_size`` input.
 
     Outputs are the raw head tensors, shape (B, input_size/stride, input_size/stride, 3*(5+num_classes)),
     strides 32, 16, 8 for YOLOv3 and 32, 16 for tiny. Load TYOY weights with ``model.load_weights(path)``
-    on the ``*.h5`` file (not ``*.weights.h5``, which Keras reads with its new-format loader).
+    on the ``*.h5`` file (not ``*.weights.h5``, which Keras reads with its new-format loader). ``width`` scales
+    every hidden layer's filters (tiny only: the project's own small models; TYOY's are 1.0).
     """
     if architecture not in ("yolov3", "tiny"):
         raise ValueError(f"unknown YOLO architecture {architecture!r}: use 'yolov3' (9 anchors) or 'tiny' (6 anchors)")
@@ -133,8 +139,10 @@ def build_body(architecture: Architecture, num_classes: int, input_size: int) ->
             f"input_size must be a positive multiple of 32 (the network's largest stride), got "
             f"{input_size}: use {lower} or {lower + 32}"
         )
+    if width != 1.0 and architecture != "tiny":
+        raise ValueError(f"a width of {width} is supported for tiny YOLOv3 only; YOLOv3 is built at 1.0")
     out_filters = _ANCHORS_PER_HEAD * (5 + num_classes)
     inputs = keras.Input(shape=(input_size, input_size, 3))
     if architecture == "yolov3":
         return _yolo_body(inputs, out_filters)
-    return _tiny_yolo_body(inputs, out_filters)
+    return _tiny_yolo_body(inputs, out_filters, width)

@@ -22,6 +22,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 
 from detector.yolo.files import ModelFileError
+from detector.yolo.weights import scaled
 
 BN_EPSILON = 1e-3  # Keras' BatchNormalization default, which keras-yolo3 keeps
 
@@ -37,15 +38,16 @@ class ConvSpec:
     bn: bool = True
 
 
-def conv_plan(architecture: Literal["yolov3", "tiny"], num_classes: int) -> list[ConvSpec]:
-    """The convolutions of keras-yolo3's body in the order its code creates them."""
+def conv_plan(architecture: Literal["yolov3", "tiny"], num_classes: int, width: float = 1.0) -> list[ConvSpec]:
+    """The convolutions of keras-yolo3's body in the order its code creates them (tiny at a width multiplier)."""
     out = 3 * (5 + num_classes)
     plan: list[ConvSpec] = []
     if architecture == "tiny":
-        chans = [3, 16, 32, 64, 128, 256, 512, 1024]
+        c16, c32, c64, c128, c256, c512, c1024 = (scaled(f, width) for f in (16, 32, 64, 128, 256, 512, 1024))
+        chans = [3, c16, c32, c64, c128, c256, c512, c1024]
         plan += [ConvSpec(3, a, b) for a, b in itertools.pairwise(chans)]
-        plan += [ConvSpec(1, 1024, 256), ConvSpec(3, 256, 512), ConvSpec(1, 512, out, bn=False)]
-        plan += [ConvSpec(1, 256, 128), ConvSpec(3, 384, 256), ConvSpec(1, 256, out, bn=False)]
+        plan += [ConvSpec(1, c1024, c256), ConvSpec(3, c256, c512), ConvSpec(1, c512, out, bn=False)]
+        plan += [ConvSpec(1, c256, c128), ConvSpec(3, c128 + c256, c256), ConvSpec(1, c256, out, bn=False)]
         return plan
     plan.append(ConvSpec(3, 3, 32))
     cin = 32
@@ -215,8 +217,8 @@ def _run(convs: Iterator[nn.Module], x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def build_torch_body(
-    architecture: Literal["yolov3", "tiny"], num_classes: int, weights: Path | None, seed: int = 0
+    architecture: Literal["yolov3", "tiny"], num_classes: int, weights: Path | None, seed: int = 0, width: float = 1.0
 ) -> YoloBody:
-    plan = conv_plan(architecture, num_classes)
+    plan = conv_plan(architecture, num_classes, width)
     params = read_h5(weights, plan) if weights is not None else random_weights(plan, seed)
     return YoloBody(architecture, plan, params).eval()

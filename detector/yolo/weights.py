@@ -15,6 +15,13 @@ from typing import Any, Literal
 from detector.yolo.files import ModelFileError
 
 CONV_LAYERS: dict[int, Literal["yolov3", "tiny"]] = {75: "yolov3", 13: "tiny"}
+FIRST_FILTERS = {"yolov3": 32, "tiny": 16}  # the first convolution's filters at width 1.0
+
+
+def scaled(filters: int, width: float) -> int:
+    """A layer's filters at a width multiplier (1.0: keras-yolo3's own sizes; the project's small tiny models
+    use less)."""
+    return max(1, round(filters * width))
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,7 @@ class WeightsInfo:
     architecture: Literal["yolov3", "tiny"]
     output_filters: tuple[int, ...]
     full_model: bool
+    width: float = 1.0
 
     @property
     def num_classes(self) -> int:
@@ -39,11 +47,14 @@ def inspect_weights(path: Path) -> WeightsInfo:
             root: Any = f["model_weights"] if full else f
             names = [_text(n) for n in root.attrs.get("layer_names", [])]
             kernels = 0
+            first = 0
             filters: list[int] = []
             for name in names:
                 weights = [_text(w) for w in root[name].attrs.get("weight_names", [])]
-                if any(w.split("/")[-1].startswith("kernel") for w in weights) and "conv" in name:
+                kernel = next((w for w in weights if w.split("/")[-1].startswith("kernel")), None)
+                if kernel is not None and "conv" in name:
                     kernels += 1
+                    first = first or int(root[name][kernel].shape[-1])
                     bias = next((w for w in weights if w.split("/")[-1].startswith("bias")), None)
                     if bias is not None:
                         filters.append(int(root[name][bias].shape[0]))
@@ -58,7 +69,13 @@ def inspect_weights(path: Path) -> WeightsInfo:
         )
     if len(set(filters)) != 1 or filters[0] % 3 or filters[0] // 3 <= 5:
         raise ModelFileError(path, f"has output layers of {filters} filters", "these are not YOLO heads")
-    return WeightsInfo(CONV_LAYERS[kernels], tuple(filters), full)
+    arch = CONV_LAYERS[kernels]
+    width = first / FIRST_FILTERS[arch]
+    if arch == "yolov3" and width != 1.0:
+        raise ModelFileError(
+            path, f"is YOLOv3 at width {width:g}", "only tiny YOLOv3 may be narrower than keras-yolo3's"
+        )
+    return WeightsInfo(arch, tuple(filters), full, width)
 
 
 def _text(value: bytes | str) -> str:
