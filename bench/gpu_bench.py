@@ -125,6 +125,7 @@ def part_decode(out: Path) -> dict[str, Any]:
 
     from common.wire import Frame
     from detector.pipeline import decode_image
+    from detector.yolo.evaluate import iou
     from detector.yolo.postprocess import decode, letterbox_into
 
     rows: list[dict[str, Any]] = []
@@ -200,13 +201,6 @@ def gpu_engine_anchors() -> np.ndarray:
     from detector.model import ModelSpec
 
     return ModelSpec.from_config(ModelConfig(classes=["a", "b", "c"], architecture="yolov3", input_size=416)).anchors
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    lo, hi = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
-    inter = float(np.prod(np.clip(hi - lo, 0, None)))
-    union = float(np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter)
-    return inter / union if union > 0 else 1.0
 
 
 def part_profile(out: Path) -> dict[str, Any]:

@@ -114,6 +114,18 @@ def targets(boxes: list[np.ndarray], anchors: np.ndarray, size: int, num_classes
     return out
 
 
+def mirror(
+    x: np.ndarray, t1: np.ndarray, t2: np.ndarray, boxes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A batch flipped left to right: images, both heads' targets (cells and x centres), and the padded boxes."""
+    t1, t2 = t1[:, :, ::-1].copy(), t2[:, :, ::-1].copy()
+    for t in (t1, t2):
+        t[..., 0] = np.where(t[..., 4] > 0, 1 - t[..., 0], 0)
+    real = (boxes.sum(-1) > 0)[..., None]  # padding rows stay zero
+    flipped = np.stack([1 - boxes[..., 2], boxes[..., 1], 1 - boxes[..., 0], boxes[..., 3]], -1) * real
+    return x[:, :, ::-1], t1, t2, flipped
+
+
 def yolo_loss(raw: Any, truth: Any, true_boxes: Any, anchors: np.ndarray, size: int) -> Any:
     """keras-yolo3's loss for one head, summed over the batch and divided by its size."""
     import tensorflow as tf
@@ -194,15 +206,9 @@ def train(
         for s in range(frames // batch):
             idx = np.sort(order[s * batch : (s + 1) * batch])
             flip = rng.random() < 0.5  # a mirrored batch: shapes are symmetric, their positions are not
-            x, t1, t2 = images[idx], heads[0][idx], heads[1][idx]
-            tb = relative[idx]
+            x, t1, t2, tb = images[idx], heads[0][idx], heads[1][idx], relative[idx]
             if flip:
-                x, t1, t2 = x[:, :, ::-1], t1[:, :, ::-1].copy(), t2[:, :, ::-1].copy()
-                for t in (t1, t2):
-                    t[..., 0] = np.where(t[..., 4] > 0, 1 - t[..., 0], 0)
-                tb = (
-                    np.stack([1 - tb[..., 2], tb[..., 1], 1 - tb[..., 0], tb[..., 3]], -1) * (tb.sum(-1) > 0)[..., None]
-                )
+                x, t1, t2, tb = mirror(x, t1, t2, tb)
             losses.append(float(step(np.ascontiguousarray(x), t1, t2, tb.astype(np.float32))))
         log.info("epoch %d/%d: loss %.3f (%.0f s)", epoch + 1, epochs, np.mean(losses), time.monotonic() - started)
 

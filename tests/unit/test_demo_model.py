@@ -72,3 +72,23 @@ def test_training_is_deterministic_from_its_seed(tmp_path: Path) -> None:
     for (wa, ba), (wb, bb) in zip(*runs, strict=True):
         np.testing.assert_array_equal(wa, wb)
         np.testing.assert_array_equal(ba, bb)
+
+
+def test_a_mirrored_batch_moves_targets_with_the_pixels_and_mirroring_twice_is_the_identity() -> None:
+    from detector.yolo.train import mirror
+
+    anchors = np.array([[4, 4], [8, 8], [16, 16], [32, 32], [64, 64], [128, 128]], np.float32)
+    boxes = np.array([[[10, 40, 42, 72, 0], [0, 0, 0, 0, 0]]], np.float32)  # one box and a padding row
+    x = np.zeros((1, 256, 256, 3), np.uint8)
+    x[0, 40:72, 10:42] = 255
+    t1, t2 = targets([boxes[0, :1]], anchors, 256, len(CLASSES))
+    fx, f1, f2, fb = mirror(x, t1, t2, boxes[..., :4] / 256)
+    assert fx[0, 40:72, 214:246].min() == 255  # the pixels moved to the right edge
+    want = np.array([[214, 40, 246, 72], [0, 0, 0, 0]], np.float32) / 256
+    np.testing.assert_allclose(fb[0], want, rtol=1e-6)
+    expected = targets([np.array([[214, 40, 246, 72, 0]], np.float32)], anchors, 256, len(CLASSES))
+    np.testing.assert_allclose(f1, expected[0], atol=1e-6)
+    np.testing.assert_allclose(f2, expected[1], atol=1e-6)
+    back = mirror(fx, f1, f2, fb)
+    np.testing.assert_array_equal(back[0], x)
+    np.testing.assert_allclose(back[1], t1, atol=1e-6)
