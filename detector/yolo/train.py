@@ -7,9 +7,11 @@ Keras 3 on TensorFlow, keras-yolo3's loss (``yolo_loss``: BCE on xy, squared err
 target assignment (``preprocess_true_boxes``). Frames come from ingest's synthetic source, the renderer the demo
 cameras use, so the model sees at training what it sees at run time: circles, squares, triangles and a ``NULL``
 distractor (a plus sign) that the demo config ignores. Everything follows from ``--seed`` (data, initial weights,
-batch order; TensorFlow's deterministic ops), and the run is a fixed number of steps, so a rerun gives the same
-model. Writes TrainYourOwnYOLO's files: ``trained_weights_final.h5`` (legacy Keras 2 HDF5, weights only),
-``yolo-tiny_anchors.txt``, ``data_classes.txt``, and ``metrics.json`` (mAP@0.5 on held-out frames).
+batch order; TensorFlow's deterministic ops), and the run is a fixed number of steps. Within one process a rerun
+gives the same weights; across processes TensorFlow's parallel CPU kernels may round differently (the loss agrees
+to about five digits), so a retrain matches in quality rather than bit for bit. Writes TrainYourOwnYOLO's files:
+``trained_weights_final.h5`` (legacy Keras 2 HDF5, weights only), ``yolo-tiny_anchors.txt``, ``data_classes.txt``,
+and ``metrics.json`` and ``MODEL_CARD.md`` (mAP@0.5 on held-out frames, per engine).
 """
 
 from __future__ import annotations
@@ -244,7 +246,9 @@ Trained by this project, from scratch, with `python -m detector.yolo.train --out
 shapes and 0-2 plus-sign distractors each, random colours, sizes and positions), letterboxed to {card["input_size"]}
 px; {card["epochs"]} epochs of batch {card["batch"]}, Adam with a cosine-decayed learning rate from 1e-3, mirrored
 batches, keras-yolo3's loss and target assignment; anchors by k-means on the training boxes. {card["parameters"]:,}
-parameters; {card["train_minutes"]} minutes on the CPU it was trained on. Deterministic from the seed.
+parameters; {card["train_minutes"]} minutes on the CPU it was trained on. The seed fixes the data, the initial
+weights and the batch order; TensorFlow's parallel CPU kernels still round differently from run to run (the loss
+agrees to about five digits), so a retrain matches this model in quality, not bit for bit.
 
 Classes: {", ".join(CLASSES)}. `NULL` is the distractor class (TrainYourOwnYOLO's trick for things that get
 mis-detected): the demo config ignores it, so plus signs are neither reported nor called shapes.
