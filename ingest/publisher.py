@@ -56,6 +56,9 @@ class Publisher:
     _queue: deque[tuple[Frame, int]] = field(default_factory=deque)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _closing: bool = False
+    _in_flight: list[tuple[Frame, int]] = field(default_factory=list)
+    """The batch being sent: off the queue, not yet counted."""
+    _abandoned: bool = False
     _thread: threading.Thread | None = None
     _last_warning: float = 0.0
 
@@ -85,9 +88,12 @@ class Publisher:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._cond:
-            for frame, _ in self._queue:
+            # A send still under way past the deadline is given up: its frames count as dropped, once.
+            self._abandoned = True
+            for frame, _ in [*self._queue, *self._in_flight]:
                 self.counters[frame.stream].dropped += 1
             self._queue.clear()
+            self._in_flight = []
 
     def _run(self) -> None:
         backoff = 0.0
@@ -98,37 +104,41 @@ class Publisher:
                 if not self._queue:
                     return
                 batch = [self._queue.popleft() for _ in range(min(self.pipeline, len(self._queue)))]
+                self._in_flight = batch
             if self._send(batch):
                 backoff = 0.0
             else:
                 backoff = min(max(backoff * 2, 0.1), 2.0)
-                time.sleep(backoff)
+                with self._cond:
+                    if not self._closing:  # closing: no back-off, so close() gets through what is queued
+                        self._cond.wait(backoff)
 
     def _send(self, batch: list[tuple[Frame, int]]) -> bool:
-        """XADD a batch in one round trip; False when Redis could not be reached (the batch is dropped)."""
+        """XADD a batch in one round trip; False when Redis could not be reached or refused frames (dropped)."""
         pipe = self.client.pipeline(transaction=False)
         for frame, maxlen in batch:
             pipe.xadd(self.keys.frames(frame.stream), {FIELD: encode(frame)}, maxlen=maxlen, approximate=True)
         try:
-            replies = pipe.execute(raise_on_error=False)
+            replies: list[object] = pipe.execute(raise_on_error=False)
         except UNREACHABLE as exc:
-            self._drop(batch, f"redis unreachable: {exc}")
+            self._settle(batch, [exc] * len(batch), f"redis unreachable: {exc}")
             return False
-        refused = [(item, reply) for item, reply in zip(batch, replies, strict=True) if isinstance(reply, RedisError)]
-        with self._cond:
-            for (frame, _), reply in zip(batch, replies, strict=True):
-                if not isinstance(reply, RedisError):
-                    self.counters[frame.stream].published += 1
-        if refused:
-            reply = refused[0][1]
-            self._drop([item for item, _ in refused], f"redis refused frames ({type(reply).__name__}: {reply})")
-        return not refused
+        refused = next((r for r in replies if isinstance(r, RedisError)), None)
+        why = f"redis refused frames ({type(refused).__name__}: {refused})" if refused is not None else ""
+        self._settle(batch, replies, why)
+        return refused is None
 
-    def _drop(self, batch: list[tuple[Frame, int]], why: str) -> None:
+    def _settle(self, batch: list[tuple[Frame, int]], replies: list[object], why: str) -> None:
+        """Count each frame of the sent batch as published or dropped, in one step with taking it off in-flight."""
         with self._cond:
-            for frame, _ in batch:
-                self.counters[frame.stream].dropped += 1
+            if self._abandoned:
+                return  # close() counted this batch already
+            self._in_flight = []
+            for (frame, _), reply in zip(batch, replies, strict=True):
+                failed = isinstance(reply, Exception)
+                self.counters[frame.stream].dropped += failed
+                self.counters[frame.stream].published += not failed
         now = time.monotonic()
-        if now - self._last_warning > 5.0:
+        if why and now - self._last_warning > 5.0:
             self._last_warning = now
             log.warning("%s: dropping frames until it accepts them again", why)
