@@ -44,7 +44,13 @@ Arch = Literal["yolov3", "tiny"]
 
 
 def engine(
-    arch: Arch, precision: str, gpu: int = 0, fraction: float = 1.0, growth: bool = True, decode: str = "cpu"
+    arch: Arch,
+    precision: str,
+    gpu: int = 0,
+    fraction: float = 1.0,
+    growth: bool = True,
+    decode: str = "cpu",
+    compile: bool = False,
 ) -> Any:
     from common.config import ModelConfig, TorchEngineConfig
     from detector.engines.torch import TorchEngine
@@ -53,7 +59,7 @@ def engine(
     spec = ModelSpec.from_config(ModelConfig(classes=["a", "b", "c"], architecture=arch, input_size=416))
     cfg = TorchEngineConfig(
         gpu=gpu, precision=cast(Any, precision), memory_fraction=fraction, allow_growth=growth,
-        batch_buckets=[1, 2, 4, 8, 16, 32, 64], decode=cast(Any, decode),
+        batch_buckets=[1, 2, 4, 8, 16, 32, 64], decode=cast(Any, decode), compile=compile,
     )  # fmt: skip
     return TorchEngine(cfg, spec)
 
@@ -106,6 +112,38 @@ def part_model(out: Path) -> dict[str, Any]:
             rel = max(float(np.abs(g - r).max() / (np.abs(r).max() + 1e-9)) for g, r in zip(got, ref, strict=True))
             accuracy.append({"model": f"{arch}-416", "precision": precision, "max_rel_diff_vs_fp32": rel})
     return {"model_only": rows, "precision_vs_fp32": accuracy}
+
+
+def part_compile(out: Path) -> dict[str, Any]:
+    """Eager against ``engine.compile: true`` (Inductor's fused epilogues), fp16, both inside CUDA graphs."""
+    import torch
+
+    rows, accuracy = [], []
+    frames = np.random.default_rng(11).integers(0, 256, (8, 416, 416, 3), dtype=np.uint8)
+    for arch in cast(list[Arch], ["yolov3", "tiny"]):
+        ref = engine(arch, "fp32").predict(frames)
+        heads = {}
+        for compiled in (False, True):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            e = engine(arch, "fp16", compile=compiled)
+            start_s = time.perf_counter() - t0
+            for batch in (1, 8, 32, 64):
+                seconds = time_device(e, batch)
+                rows.append({
+                    "model": f"{arch}-416", "compiled": compiled, "batch": batch, "engine_start_s": round(start_s, 1),
+                    "img_per_s": round(batch / seconds, 1), "ms_per_batch": round(seconds * 1000, 3),
+                    "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20),
+                })  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+            heads[compiled] = e.predict(frames)
+            del e
+        for name, got in (("compiled fp16 vs eager fp16", heads[True]), ("compiled fp16 vs eager fp32", heads[True])):
+            want = heads[False] if "eager fp16" in name else ref
+            rel = max(float(np.abs(g - r).max() / (np.abs(r).max() + 1e-9)) for g, r in zip(got, want, strict=True))
+            accuracy.append({"model": f"{arch}-416", "comparison": name, "max_rel_diff": rel})
+    return {"compile": rows, "compile_accuracy": accuracy}
 
 
 def jpeg_frames(count: int, width: int, height: int) -> list[bytes]:
@@ -204,10 +242,14 @@ def gpu_engine_anchors() -> np.ndarray:
 
 
 def part_profile(out: Path) -> dict[str, Any]:
+    return {"eager": profile_forward(engine("yolov3", "fp16")), "compiled": profile_forward(engine("yolov3", "fp16",
+            compile=True))}  # fmt: skip
+
+
+def profile_forward(e: Any) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    e = engine("yolov3", "fp16")
     x = torch.randint(0, 256, (64, 416, 416, 3), dtype=torch.uint8, device="cuda").permute(0, 3, 1, 2)
     conv_flops: list[int] = []  # 2 * MACs of each convolution, counted by a hook on one forward
 
@@ -221,11 +263,11 @@ def part_profile(out: Path) -> dict[str, Any]:
             hook.remove()
         flops = sum(conv_flops)
         for _ in range(3):
-            e._model(e._normalise(x))
+            e._run(e._normalise(x))
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(5):
-                e._model(e._normalise(x))
+                e._run(e._normalise(x))
             torch.cuda.synchronize()
     kinds: dict[str, float] = {}
     for event in prof.key_averages():
@@ -235,6 +277,7 @@ def part_profile(out: Path) -> dict[str, Any]:
         name = event.key.lower()
         kind = (
             "convolution (cuDNN/cutlass)" if any(k in name for k in ("conv", "gemm", "cutlass", "xmma", "sm90"))
+            else "fused elementwise (Inductor's Triton kernels)" if name.startswith("triton_")
             else "elementwise (bias, leaky ReLU, add, normalise)" if "elementwise" in name or "vectorized" in name
             else "copy / concat / upsample" if any(k in name for k in ("copy", "cat", "upsample", "nearest"))
             else "other"
@@ -243,8 +286,8 @@ def part_profile(out: Path) -> dict[str, Any]:
     total_ms = sum(kinds.values()) / 1000
     top = sorted(prof.key_averages(), key=lambda ev: -float(getattr(ev, "device_time_total", 0.0)))[:12]
     return {
-        "batch": 64, "precision": "fp16", "eager_gpu_ms_per_batch": round(total_ms, 2),
-        "img_per_s_eager": round(64 / total_ms * 1000, 1), "gflop_per_image": round(flops / 64 / 1e9, 1),
+        "batch": 64, "precision": "fp16", "gpu_ms_per_batch": round(total_ms, 2),
+        "img_per_s_gpu_time": round(64 / total_ms * 1000, 1), "gflop_per_image": round(flops / 64 / 1e9, 1),
         "achieved_tflop_per_s": round(flops / (total_ms / 1000) / 1e12, 1),
         "share_of_gpu_time": {k: round(v / 1000 / total_ms, 3) for k, v in sorted(kinds.items())},
         "top_kernels_ms_per_batch": [
@@ -254,13 +297,27 @@ def part_profile(out: Path) -> dict[str, Any]:
 
 
 def worker_loop(
-    arch: Arch, precision: str, gpu: int, fraction: float, growth: bool, seconds: float, batch: int
+    arch: Arch,
+    precision: str,
+    gpu: int,
+    fraction: float,
+    growth: bool,
+    seconds: float,
+    batch: int,
+    compiled: bool,
+    source: str = "host",
 ) -> None:
-    """One process: the engine flat out at ``batch`` from host uint8 frames (as a per-stream process would)."""
+    """One process: the engine flat out at ``batch``, heads read back each batch, from host uint8 frames (as a
+    per-stream process would) or from frames already on the GPU (as a replica decoding JPEGs there has them)."""
     import torch
 
-    e = engine(arch, precision, gpu, fraction, growth)
-    frames = np.random.default_rng(os.getpid()).integers(0, 256, (batch, 416, 416, 3), dtype=np.uint8)
+    from detector.engines import DeviceBatch
+
+    e = engine(arch, precision, gpu, fraction, growth, compile=compiled)
+    frames: Any = np.random.default_rng(os.getpid()).integers(0, 256, (batch, 416, 416, 3), dtype=np.uint8)
+    if source == "device":
+        on_gpu = torch.from_numpy(frames).to(e._device).permute(0, 3, 1, 2).contiguous()
+        frames = DeviceBatch(on_gpu, list(range(batch)), {})
     for _ in range(5):
         e.predict(frames)
     n, started = 0, time.perf_counter()
@@ -302,13 +359,15 @@ def gpu_used_mb() -> list[int]:
     return [int(v) for v in out.split()]
 
 
-def run_workers(specs: list[list[str]], seconds: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def run_workers(
+    specs: list[list[str]], seconds: float, start_s: float = 20
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     procs = [
         subprocess.Popen([sys.executable, __file__, "worker", *s, "--seconds", str(seconds)], stdout=subprocess.PIPE,
                          text=True, cwd=ROOT)
         for s in specs
     ]  # fmt: skip
-    time.sleep(seconds * 0.6 + 20)  # model load + warm-up, then mid-run
+    time.sleep(seconds * 0.6 + start_s)  # model load + warm-up, then mid-run
     apps = gpu_apps() + [{"pid": -1, "gpu": i, "used_mb": mb} for i, mb in enumerate(gpu_used_mb())]
     reports = []
     for p in procs:
@@ -321,7 +380,7 @@ def part_seed(out: Path) -> dict[str, Any]:
     results = []
     for k in (1, 8, 16):
         share = round(min(1.0, 0.95 / k), 3)
-        reports, apps = run_workers([["yolov3", "fp16", "0", str(share), "1", "1"]] * k, seconds=20)
+        reports, apps = run_workers([["yolov3", "fp16", "0", str(share), "1", "1", "0"]] * k, seconds=20)
         mine = {a["pid"]: a["used_mb"] for a in apps}
         results.append({
             "processes": k, "memory_fraction_each": share,
@@ -338,7 +397,7 @@ def part_seed(out: Path) -> dict[str, Any]:
 
 def part_fractions(out: Path) -> dict[str, Any]:
     fractions = [0.2, 0.3, 0.45]
-    reports, apps = run_workers([["yolov3", "fp16", "0", str(f), "0", "16"] for f in fractions], seconds=15)
+    reports, apps = run_workers([["yolov3", "fp16", "0", str(f), "0", "16", "0"] for f in fractions], seconds=15)
     mine = {a["pid"]: a["used_mb"] for a in apps}
     rows = [
         {
@@ -352,26 +411,35 @@ def part_fractions(out: Path) -> dict[str, Any]:
     return {"fractions": rows, "sum_of_fractions": sum(fractions), "gpu0_used_mb_all_processes": used}
 
 
-def part_two_gpu(out: Path) -> dict[str, Any]:
-    alone, _ = run_workers([["yolov3", "fp16", "0", "1.0", "1", "64"]], seconds=20)
-    both, apps = run_workers([["yolov3", "fp16", "0", "1.0", "1", "64"], ["yolov3", "fp16", "1", "1.0", "1", "64"]], 20)
-    one = alone[0]["img_per_s"]
-    two = sum(r["img_per_s"] for r in both)
-    placement = {r["pid"]: sorted({a["gpu"] for a in apps if a["pid"] == r["pid"]}) for r in both}
-    used = {a["gpu"]: a["used_mb"] for a in apps if a["pid"] == -1}
-    return {
-        "one_gpu_img_per_s": round(one, 1), "two_gpus_img_per_s": round(two, 1), "scaling": round(two / one, 3),
-        "replicas": [{"device": r["device"], "img_per_s": round(r["img_per_s"], 1), "gpus_seen_by_nvidia_smi":
-                      placement[r["pid"]]} for r in both],
-        "used_mb_per_gpu_while_both_ran": used,
-    }  # fmt: skip
+def part_two_gpu(out: Path, compiled: bool) -> dict[str, Any]:
+    flag, start_s = ("1", 60) if compiled else ("0", 20)
+    rows = []
+    for source in ("device", "host"):
+        spec = ["yolov3", "fp16", "GPU", "1.0", "1", "64", flag, source]
+        alone, _ = run_workers([[v.replace("GPU", "0") for v in spec]], 20, start_s)
+        both, apps = run_workers([[v.replace("GPU", str(g)) for v in spec] for g in (0, 1)], 20, start_s)
+        one = alone[0]["img_per_s"]
+        two = sum(r["img_per_s"] for r in both)
+        placement = {r["pid"]: sorted({a["gpu"] for a in apps if a["pid"] == r["pid"]}) for r in both}
+        used = {a["gpu"]: a["used_mb"] for a in apps if a["pid"] == -1}
+        rows.append({
+            "frames_from": source, "compiled": compiled, "one_gpu_img_per_s": round(one, 1),
+            "two_gpus_img_per_s": round(two, 1), "scaling": round(two / one, 3),
+            "replicas": [{"device": r["device"], "img_per_s": round(r["img_per_s"], 1), "gpus_seen_by_nvidia_smi":
+                          placement[r["pid"]]} for r in both],
+            "used_mb_per_gpu_while_both_ran": used,
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return {"two_gpu": rows}
 
 
-def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decoder: str) -> dict[str, Any]:
+def part_e2e(
+    out: Path, streams: list[int], seconds: float, replicas: int, decoder: str, compiled: bool, gpus: int
+) -> dict[str, Any]:
     from common.config import EmbeddedServerConfig
     from common.embedded import EmbeddedServer
     from common.keys import Keys
-    from common.redis_io import connect
+    from common.redis_io import connect, ensure_group
     from common.wire import Result, decode
 
     rows = []
@@ -395,20 +463,25 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
                   pools:
                     - name: gpu
                       model: {architecture: yolov3, classes: [a, b, c], input_size: 416}
-                      engine: {kind: torch, gpu: 0, precision: fp16, decode: DECODE}
+                      engine: {kind: torch, gpu: 0, precision: fp16, decode: DECODE, compile: COMPILE}
                       max_batch: 64
                       max_wait_ms: 25
                       max_age_ms: 1000
                       decode_threads: 6
                       block_ms: 200
-                """).replace("DECODE", decoder))  # fmt: skip
+                """).replace("DECODE", decoder).replace("COMPILE", str(compiled).lower()))  # fmt: skip
             env = {**os.environ, "REDIS_URL": server.url, "LOG_LEVEL": "WARNING"}
+            client = connect(server.url)
+            keys = Keys("e2e")
+            for i in range(n):  # the streams exist from the start, so a replica reads (and shows it is ready) early
+                ensure_group(client, keys.frames(f"c{i}"), keys.detector_group("gpu"))
             dets = [
                 subprocess.Popen([sys.executable, "-m", "detector", "--config", str(config), "--replica", f"r{r}"],
-                                 cwd=ROOT, env={**env, "LOG_LEVEL": "INFO"}, stderr=subprocess.PIPE, text=True)
+                                 cwd=ROOT, env={**env, "LOG_LEVEL": "INFO", "CUDA_VISIBLE_DEVICES": str(r % gpus)},
+                                 stderr=subprocess.PIPE, text=True)
                 for r in range(replicas)
             ]  # fmt: skip
-            time.sleep(25)  # model load and CUDA graph capture before the cameras start
+            ready_s = wait_for_consumers(client, keys, replicas, dets)  # model load, compile, graph capture
             groups = max(1, n // 100)
             ingests = [
                 subprocess.Popen(
@@ -442,8 +515,6 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
             for det in dets:
                 det.send_signal(signal.SIGTERM)
                 logs.append(det.communicate(timeout=60)[1])
-            client = connect(server.url)
-            keys = Keys("e2e")
             results = [
                 decode(cast(bytes, f[b"msg"]), Result)  # type: ignore[index]
                 for i in range(n)
@@ -462,7 +533,8 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
         # window is a frame that got no result (stale, or never read).
         missing = sum(max(v) - min(v) + 1 - len(set(v)) for v in seqs.values())
         rows.append({
-            "streams": n, "replicas": replicas, "decode": decoder,
+            "streams": n, "replicas": replicas, "gpus": gpus, "decode": decoder, "compiled": compiled,
+            "replicas_ready_s": ready_s,
             "frames_per_s": round(len(warm) / span, 1) if span else 0,
             "offered_frames_per_s": n * 5, "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1), "stale": stale, "missing_in_window": missing,
@@ -475,6 +547,21 @@ def part_e2e(out: Path, streams: list[int], seconds: float, replicas: int, decod
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {"e2e": rows}
+
+
+def wait_for_consumers(client: Any, keys: Any, replicas: int, dets: list[Any], timeout: float = 400) -> float:
+    """Seconds until every replica reads from the frames streams (XREADGROUP registers it as a consumer)."""
+    from redis.exceptions import ResponseError
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout and all(d.poll() is None for d in dets):
+        try:
+            if len(client.xinfo_consumers(keys.frames("c0"), keys.detector_group("gpu"))) >= replicas:
+                break
+        except ResponseError:  # no stream or group yet
+            pass
+        time.sleep(1)
+    return round(time.monotonic() - started, 1)
 
 
 def problems(log: str) -> list[str]:
@@ -531,7 +618,8 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "part", choices=["model", "seed", "fractions", "decode", "profile", "e2e", "two-gpu", "worker", "all"]
+        "part",
+        choices=["model", "seed", "fractions", "decode", "compile", "profile", "e2e", "two-gpu", "worker", "all"],
     )
     p.add_argument("args", nargs="*")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
@@ -539,11 +627,14 @@ def main() -> None:
     p.add_argument("--streams", default="100,300,500,700")
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--decode", choices=["gpu", "cpu"], default="gpu", help="e2e: where the detectors decode JPEGs")
+    p.add_argument("--compile", action="store_true", help="e2e and two-gpu: engines with engine.compile: true")
+    p.add_argument("--gpus", type=int, default=1, help="e2e: replica r runs on GPU r %% gpus")
     p.add_argument("--tag", default="", help="suffix for the JSON file name (e.g. one e2e sweep per setting)")
     a = p.parse_args()
     if a.part == "worker":
-        arch, precision, gpu, fraction, growth, batch = a.args
-        worker_loop(cast(Arch, arch), precision, int(gpu), float(fraction), growth == "1", a.seconds, int(batch))
+        arch, precision, gpu, fraction, growth, batch, compiled, *source = a.args
+        flags = (growth == "1", a.seconds, int(batch), compiled == "1", *source)
+        worker_loop(cast(Arch, arch), precision, int(gpu), float(fraction), *flags)
         return
     parts = ["model", "seed", "fractions", "decode", "e2e"] if a.part == "all" else [a.part]
     for part in parts:
@@ -557,12 +648,15 @@ def main() -> None:
                 result = part_fractions(a.out)
             elif part == "decode":
                 result = part_decode(a.out)
+            elif part == "compile":
+                result = part_compile(a.out)
             elif part == "profile":
                 result = part_profile(a.out)
             elif part == "two-gpu":
-                result = part_two_gpu(a.out)
+                result = part_two_gpu(a.out, a.compile)
             else:
-                result = part_e2e(a.out, [int(s) for s in a.streams.split(",")], a.seconds, a.replicas, a.decode)
+                streams = [int(s) for s in a.streams.split(",")]
+                result = part_e2e(a.out, streams, a.seconds, a.replicas, a.decode, a.compile, a.gpus)
         except Exception as exc:  # keep what the other parts measured
             result = {"error": f"{type(exc).__name__}: {exc}"}
         result |= {"part": part, "seconds": round(time.time() - started), "machine": machine(),

@@ -2,7 +2,8 @@
 
 The detector's logic without Redis, in two stages so that the next batch is prepared while the engine runs:
 ``prepare`` decodes the wire messages and images and letterboxes them into one array (on a thread pool);
-``infer`` runs the engine, decodes boxes + NMS, maps boxes to original pixels and applies the label rules.
+``predict`` runs the engine; ``finish`` decodes boxes + NMS, maps boxes to original pixels and applies the label
+rules. The detector runs the three on three threads, so the device never waits for the host's part.
 """
 
 from __future__ import annotations
@@ -82,6 +83,21 @@ class Prepared:
     failed: list[tuple[Entry, str]] = field(default_factory=list)
     stale: list[Entry] = field(default_factory=list)
     picked_up: float = 0.0
+
+    @property
+    def size(self) -> int:
+        """Entries this batch settles: each ends as a result, a dead letter or a stale ack."""
+        return len(self.entries) + len(self.failed) + len(self.stale)
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """A prepared batch with the engine's raw heads, or why inference failed; ``infer_s`` is per frame."""
+
+    prepared: Prepared
+    outputs: list[np.ndarray] | None = None
+    infer_s: float = 0.0
+    failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,8 +183,13 @@ class Pipeline:
         out.batch = loaded
 
     def infer(self, prepared: Prepared) -> Outcome:
+        """Both halves of inference on the calling thread."""
+        return self.finish(self.predict(prepared))
+
+    def predict(self, prepared: Prepared) -> Predicted:
+        """The engine's half: raw heads for the batch (retried once if the engine had to be restarted)."""
         if not prepared.entries or prepared.batch is None:
-            return Outcome([], prepared.failed)
+            return Predicted(prepared)
         t0 = time.perf_counter()
         try:
             outputs = self.engine.predict(prepared.batch)
@@ -177,11 +198,19 @@ class Pipeline:
             try:
                 outputs = self.engine.predict(prepared.batch)
             except InferenceTimeoutError as second:
-                reason = f"inference timed out twice ({second})"
-                return Outcome([], prepared.failed + [(e, reason) for e in prepared.entries])
+                return Predicted(prepared, failure=f"inference timed out twice ({second})")
+        return Predicted(prepared, outputs, (time.perf_counter() - t0) / len(prepared.entries))
+
+    def finish(self, predicted: Predicted) -> Outcome:
+        """The host's half: boxes + NMS, boxes in original pixels, label rules, one result per frame."""
+        prepared = predicted.prepared
+        if predicted.failure is not None:
+            return Outcome([], prepared.failed + [(e, predicted.failure) for e in prepared.entries])
+        if predicted.outputs is None:
+            return Outcome([], prepared.failed)
         t1 = time.perf_counter()
         found = decode_heads(
-            outputs,
+            predicted.outputs,
             self.spec.anchors,
             len(self.spec.classes),
             self.spec.input_size,
@@ -190,11 +219,11 @@ class Pipeline:
             iou_threshold=self.pool.iou_threshold,
             max_per_class=self.pool.max_per_class,
         )
-        t2 = time.perf_counter()
         n = len(prepared.entries)
+        post_s = (time.perf_counter() - t1) / n
         now = time.time()
         published = [
-            (entry, self._result(entry, frame, dets, n, now, prepared.picked_up, ms, (t1 - t0) / n, (t2 - t1) / n))
+            (entry, self._result(entry, frame, dets, n, now, prepared.picked_up, ms, predicted.infer_s, post_s))
             for entry, frame, dets, ms in zip(prepared.entries, prepared.frames, found, prepared.decode_ms, strict=True)
         ]
         return Outcome(published, prepared.failed)

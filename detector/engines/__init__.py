@@ -55,7 +55,7 @@ class Engine(Protocol):
         ...
 
     def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
-        """Raw YOLO head outputs (NHWC, float32) for a letterboxed RGB batch (B, S, S, 3): uint8 0-255, or
+        """Raw YOLO head outputs (NHWC, float32 or float16) for a letterboxed RGB batch (B, S, S, 3): uint8 0-255, or
         float32 already divided by 255; or for what ``load`` returned."""
         ...
 

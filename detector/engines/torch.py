@@ -57,6 +57,7 @@ class TorchEngine:
         self._format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model = build_torch_body(spec.architecture, len(spec.classes), spec.weights, spec.seed, spec.width)
         self._model = model.to(self._device, self._dtype).to(memory_format=self._format)  # type: ignore[call-overload]
+        self._net = torch.compile(self._model) if cfg.compile else self._model
         self._size = spec.input_size
         self._divisor = torch.tensor(255.0, dtype=torch.float32, device=self._device)
         self._buckets = sorted(set(cfg.batch_buckets))
@@ -113,9 +114,11 @@ class TorchEngine:
                 outs = self._run_cuda(torch.from_numpy(batch))
             else:
                 outs = self.forward(torch.from_numpy(batch).permute(0, 3, 1, 2))
-            # NCHW heads back to NHWC float32, the layout the box decoder (and Keras) use. Reading them back waits
-            # for the GPU, so the graphs' shared buffers are free again when this returns.
-            return [o[: len(batch)].permute(0, 2, 3, 1).float().cpu().numpy() for o in outs]
+            # NCHW heads back to NHWC, the layout the box decoder (and Keras) use; fp16 stays fp16 (half the bytes
+            # to copy; the decoder casts what it reads), bf16 becomes float32 (numpy has no bfloat16). Reading them
+            # back waits for the GPU, so the graphs' shared buffers are free again when this returns.
+            heads = (o[: len(batch)].permute(0, 2, 3, 1) for o in outs)
+            return [(h if h.dtype == torch.float16 else h.float()).cpu().numpy() for h in heads]
 
     def load(self, images: Sequence[Image]) -> DeviceBatch:
         """Decode (JPEG bytes: nvJPEG, batched) and letterbox ``images`` on this engine's device.
@@ -218,7 +221,7 @@ class TorchEngine:
         i = bisect.bisect_left(self._buckets, n)
         with self._torch.inference_mode():  # the graphs' buffers are inference tensors
             if not self._use_graphs or i == len(self._buckets):
-                return tuple(self._model(self._normalise(x)))
+                return self._run(self._normalise(x))
             graph, static_in, static_out = self._graphs[self._buckets[i]]
             static_in[:n].copy_(self._normalise(x))  # rows past n keep the last batch's data, unused
             graph.replay()
@@ -232,6 +235,18 @@ class TorchEngine:
             x = x.to(self._torch.float32) / self._divisor
         return x.to(self._dtype, memory_format=self._format)
 
+    def _run(self, x: Any) -> tuple[Any, ...]:
+        if self._net is self._model:
+            return tuple(self._model(x))
+        # Compiled: the batch dimension is symbolic, so one compile serves every batch size. A batch of one would
+        # be specialised (and compiled) on its own: it runs as two rows instead.
+        single = len(x) == 1
+        if single:
+            x = self._torch.cat([x, x])
+        self._torch._dynamo.maybe_mark_dynamic(x, 0)
+        outs = self._net(x)
+        return tuple(o[:1] for o in outs) if single else tuple(outs)
+
     def _capture_all(self) -> None:
         torch = self._torch
         biggest = self._buckets[-1]
@@ -242,7 +257,7 @@ class TorchEngine:
         with torch.cuda.stream(stream):
             for bucket in self._buckets:
                 for _ in range(3):  # warm-up (and cuDNN's choice for this shape) on a side stream, as capture needs
-                    self._model(static_in[:bucket])
+                    self._run(static_in[:bucket])
         torch.cuda.current_stream(self._device).wait_stream(stream)
         # Largest first, all in one pool: graphs run one at a time and their heads are read before the next
         # replay, so a smaller graph may reuse what the largest freed, and the pool is about one bucket's size.
@@ -250,7 +265,7 @@ class TorchEngine:
         for bucket in reversed(self._buckets):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                static_out = tuple(self._model(static_in[:bucket]))
+                static_out = self._run(static_in[:bucket])
             pool = graph.pool()
             self._graphs[bucket] = (graph, static_in[:bucket], static_out)
         log.info("captured CUDA graphs for batches %s", self._buckets)

@@ -172,7 +172,7 @@ def decode(
 ) -> list[Detections]:
     """Turn raw head outputs for a batch into per-image detections, as keras-yolo3's ``yolo_eval``.
 
-    ``outputs[i]`` is (B, g, g, 3*(5+num_classes)), heads in model order (stride 32 first);
+    ``outputs[i]`` is (B, g, g, 3*(5+num_classes)) float32 or float16, heads in model order (stride 32 first);
     ``anchors`` (9 or 6, 2) in input pixels; ``image_sizes[b]`` the (width, height) of original image b.
     """
     arch = _architecture_for_heads(len(outputs))
@@ -215,15 +215,20 @@ def decode(
                 f"got {tuple(raw.shape)}: check the classes file, the anchors file and the input size "
                 "match the weights"
             )
-        feats = np.asarray(raw, dtype=np.float32).reshape(batch, grid, grid, head_anchors, 5 + num_classes)
-        objectness = _sigmoid(feats[..., 4])
+        feats = np.asarray(raw)
+        if feats.dtype not in (np.float32, np.float16):
+            feats = feats.astype(np.float32)
+        # float16 heads (a GPU engine's, half the bytes to copy back) are cast where read: the objectness channel,
+        # then only the candidates' rows. The float32 values are the same as casting the whole head first.
+        feats = feats.reshape(batch, grid, grid, head_anchors, 5 + num_classes)
+        objectness = _sigmoid(feats[..., 4].astype(np.float32, copy=False))
         # score = obj * p(class) <= obj in float32, so an anchor whose objectness is under the threshold
         # can never pass: decoding only the others gives the same result with a fraction of the work.
         # nonzero's row-major order (image, row, col, anchor) is yolo_eval's order within a head.
         b, gy, gx, a = np.nonzero(objectness >= thr)
         if b.size == 0:
             continue
-        f = feats[b, gy, gx, a]  # (K, 5 + C)
+        f = feats[b, gy, gx, a].astype(np.float32, copy=False)  # (K, 5 + C)
         gsize = np.float32(grid)
         x = (_sigmoid(f[:, 0]) + gx.astype(np.float32)) / gsize
         y = (_sigmoid(f[:, 1]) + gy.astype(np.float32)) / gsize

@@ -76,3 +76,20 @@ def test_decode_on_the_gpu_is_refused_on_the_cpu_and_jpeg_bytes_need_it() -> Non
     engine = make_engine(decode="auto")
     with pytest.raises(EngineError, match="decodes JPEGs on the CPU"):
         engine.load([b"\xff\xd8"])
+
+
+@pytest.mark.slow
+def test_a_compiled_engine_gives_the_eager_heads_and_compiles_once_for_every_batch_size() -> None:
+    import torch
+    from torch._dynamo.utils import counters
+
+    eager, compiled = make_engine(), make_engine(compile=True)
+    torch._dynamo.reset()
+    counters.clear()
+    rng = np.random.default_rng(7)
+    for n in (3, 1, 5):  # a batch of one runs as two rows, so it reuses the same compiled graph
+        batch = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+        for want, got in zip(eager.predict(batch), compiled.predict(batch), strict=True):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] == 1

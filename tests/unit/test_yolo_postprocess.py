@@ -308,3 +308,18 @@ def test_nms_matches_tensorflow_on_random_boxes() -> None:
         # TF wants (y1, x1, y2, x2); IoU does not care, but feed it what it expects.
         theirs = tf.image.non_max_suppression(boxes[:, [1, 0, 3, 2]], scores, max_out, iou_threshold=0.45)
         assert ours.tolist() == theirs.numpy().tolist()
+
+
+def test_float16_heads_decode_exactly_as_the_same_values_in_float32() -> None:
+    rng = np.random.default_rng(5)
+    # Dense, random logits: many candidates near the threshold, overlapping boxes for NMS, several images.
+    heads16 = [rng.normal(0, 3, (4, g, g, 3 * (5 + 4))).astype(np.float16) for g in (13, 26, 52)]
+    sizes = [(640, 480), (416, 416), (300, 700), (1280, 720)]
+    got = decode(heads16, ANCHORS, 4, 416, sizes, score_threshold=0.6)
+    want = decode([h.astype(np.float32) for h in heads16], ANCHORS, 4, 416, sizes, score_threshold=0.6)
+    assert sum(len(d) for d in want) > 20
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g.boxes, w.boxes)
+        np.testing.assert_array_equal(g.scores, w.scores)
+        np.testing.assert_array_equal(g.classes, w.classes)
+        assert g.boxes.dtype == np.float32 and g.scores.dtype == np.float32

@@ -1,0 +1,94 @@
+"""The detector's last stage: inferred batches become published results, dead letters and acks.
+
+It runs on a thread of its own, so that while the host turns one batch's heads into boxes and sends them, the
+device is already running the next batch. Batches are finished in the order they were inferred.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from common.keys import Keys
+from common.redis_io import GroupReader
+from common.wire import encode
+from detector.pipeline import Pipeline, Predicted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Publishing:
+    """Finishes one inferred batch: results published and acked together, failures dead-lettered, stale acked."""
+
+    pipeline: Pipeline
+    reader: GroupReader
+    keys: Keys
+    results_maxlen: int
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("results", "stale", "dead", "batches"), 0))
+
+    def finish(self, predicted: Predicted) -> None:
+        prepared = predicted.prepared
+        outcome = self.pipeline.finish(predicted)
+        for entry, reason in outcome.failed:
+            self.reader.dead_letter(entry, reason)
+        self.reader.ack(prepared.stale)  # too old to be worth a result: acked and counted, not inferred
+        self.reader.publish_and_ack(
+            [(self.keys.results(r.stream), encode(r), self.results_maxlen) for _, r in outcome.published],
+            [e for e, _ in outcome.published],
+        )
+        self.counts["results"] += len(outcome.published)
+        self.counts["stale"] += len(prepared.stale)
+        self.counts["dead"] += len(outcome.failed)
+        self.counts["batches"] += 1
+
+
+class Publisher:
+    """``Publishing`` on a background thread, one batch queued at most (back-pressure on the inference loop)."""
+
+    def __init__(self, publishing: Publishing) -> None:
+        self.publishing = publishing
+        self._queue: queue.Queue[Predicted | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.publishing.counts
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # failed already: what is still queued stays pending in Redis, for a redelivery
+            try:
+                self.publishing.finish(item)
+            except Exception as exc:  # surfaced by put()/close(): the process must not run on without publishing
+                log.exception("publishing a batch failed")
+                self.error = exc
+
+    def put(self, predicted: Predicted) -> None:
+        """Queue a batch to finish; waits while one is already queued. Raises what stopped the publisher."""
+        self._raise()
+        self._queue.put(predicted)
+
+    def close(self, timeout: float) -> bool:
+        """Finish what is queued (within ``timeout`` seconds) and stop; False if that ran out of time."""
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    return False
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._raise()
+        return not self._thread.is_alive()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"publishing results failed: {self.error}") from self.error

@@ -1,0 +1,95 @@
+"""The detector's publishing stage: batches finished in order on their own thread, beside the next inference."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, cast
+
+import pytest
+
+from common.keys import Keys
+from common.redis_io import Entry, GroupReader
+from common.wire import Result, decode
+from detector.publishing import Publisher, Publishing
+from tests.unit.test_pipeline import jpeg_entry, make
+
+
+class RecordingReader:
+    """Stands in for GroupReader: records what is published; ``gate`` (when set) holds each publish until opened."""
+
+    def __init__(self, fail_on_call: int | None = None) -> None:
+        self.published: list[tuple[str, bytes]] = []
+        self.acked: list[str] = []
+        self.dead: list[tuple[str, str]] = []
+        self.gate: threading.Event | None = None
+        self.publishing = threading.Event()  # set while a publish is in progress
+        self.calls = 0
+        self.fail_on_call = fail_on_call
+
+    def publish_and_ack(self, items: list[tuple[str, bytes, int]], entries: list[Entry]) -> None:
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise ConnectionError("the server went away")
+        self.publishing.set()
+        if self.gate is not None:
+            assert self.gate.wait(5), "the test never opened the gate"
+        self.published.extend((key, payload) for key, payload, _ in items)
+        self.acked.extend(e.id for e in entries)
+        self.publishing.clear()
+
+    def ack(self, entries: list[Entry]) -> None:
+        self.acked.extend(e.id for e in entries)
+
+    def dead_letter(self, entry: Entry, reason: str) -> None:
+        self.dead.append((entry.id, reason))
+
+
+def publisher(reader: RecordingReader) -> tuple[Publisher, Any]:
+    pipeline, _ = make([0])
+    return Publisher(Publishing(pipeline, cast(GroupReader, reader), Keys("t"), 100)), pipeline
+
+
+def test_batches_are_published_in_order_and_close_drains_what_is_queued() -> None:
+    reader = RecordingReader()
+    pub, pipeline = publisher(reader)
+    for seq in range(0, 12, 3):
+        pub.put(pipeline.predict(pipeline.prepare([jpeg_entry(seq + i) for i in range(3)])))
+    assert pub.close(5.0)
+    assert [decode(p, Result).seq for _, p in reader.published] == list(range(12))
+    assert reader.acked == [f"1-{i}" for i in range(12)]
+    assert pub.counts == {"results": 12, "stale": 0, "dead": 0, "batches": 4}
+
+
+def test_the_next_batch_is_inferred_while_the_last_one_is_being_published() -> None:
+    reader = RecordingReader()
+    reader.gate = threading.Event()
+    pub, pipeline = publisher(reader)
+    pub.put(pipeline.predict(pipeline.prepare([jpeg_entry(0)])))
+    assert reader.publishing.wait(5)
+    # Batch 0 is stuck in its publish; the inference loop still runs batch 1 and queues it.
+    pub.put(pipeline.predict(pipeline.prepare([jpeg_entry(1)])))
+    assert reader.published == []
+    reader.gate.set()
+    assert pub.close(5.0)
+    assert [decode(p, Result).seq for _, p in reader.published] == [0, 1]
+
+
+def test_a_failed_publish_stops_the_loop_and_leaves_later_batches_pending() -> None:
+    reader = RecordingReader(fail_on_call=1)
+    pub, pipeline = publisher(reader)
+    pub.put(pipeline.predict(pipeline.prepare([jpeg_entry(0)])))
+    with pytest.raises(RuntimeError, match="publishing results failed: the server went away"):
+        for seq in range(1, 50):  # the failure surfaces on a later put (or at close)
+            pub.put(pipeline.predict(pipeline.prepare([jpeg_entry(seq)])))
+        pub.close(5.0)
+    assert reader.published == [] and reader.acked == []  # nothing acked: all of it is redelivered
+
+
+def test_close_gives_up_after_its_timeout_when_publishing_hangs() -> None:
+    reader = RecordingReader()
+    reader.gate = threading.Event()
+    pub, pipeline = publisher(reader)
+    pub.put(pipeline.predict(pipeline.prepare([jpeg_entry(0)])))
+    pub.put(pipeline.predict(pipeline.prepare([jpeg_entry(1)])))
+    assert not pub.close(0.3)
+    reader.gate.set()
