@@ -276,8 +276,8 @@ def profile_forward(e: Any) -> dict[str, Any]:
             continue
         name = event.key.lower()
         kind = (
-            "convolution (cuDNN/cutlass)" if any(k in name for k in ("conv", "gemm", "cutlass", "xmma", "sm90"))
-            else "fused elementwise (Inductor's Triton kernels)" if name.startswith("triton_")
+            "fused elementwise (Inductor's Triton kernels)" if name.startswith("triton_")
+            else "convolution (cuDNN/cutlass)" if any(k in name for k in ("conv", "gemm", "cutlass", "xmma", "sm90"))
             else "elementwise (bias, leaky ReLU, add, normalise)" if "elementwise" in name or "vectorized" in name
             else "copy / concat / upsample" if any(k in name for k in ("copy", "cat", "upsample", "nearest"))
             else "other"
@@ -434,7 +434,15 @@ def part_two_gpu(out: Path, compiled: bool) -> dict[str, Any]:
 
 
 def part_e2e(
-    out: Path, streams: list[int], seconds: float, replicas: int, decoder: str, compiled: bool, gpus: int
+    out: Path,
+    streams: list[int],
+    seconds: float,
+    replicas: int,
+    decoder: str,
+    compiled: bool,
+    gpus: int,
+    max_batch: int = 64,
+    max_wait_ms: int = 25,
 ) -> dict[str, Any]:
     from common.config import EmbeddedServerConfig
     from common.embedded import EmbeddedServer
@@ -464,12 +472,13 @@ def part_e2e(
                     - name: gpu
                       model: {architecture: yolov3, classes: [a, b, c], input_size: 416}
                       engine: {kind: torch, gpu: 0, precision: fp16, decode: DECODE, compile: COMPILE}
-                      max_batch: 64
-                      max_wait_ms: 25
+                      max_batch: MAX_BATCH
+                      max_wait_ms: MAX_WAIT
                       max_age_ms: 1000
                       decode_threads: 6
                       block_ms: 200
-                """).replace("DECODE", decoder).replace("COMPILE", str(compiled).lower()))  # fmt: skip
+                """).replace("DECODE", decoder).replace("COMPILE", str(compiled).lower())
+                  .replace("MAX_BATCH", str(max_batch)).replace("MAX_WAIT", str(max_wait_ms)))  # fmt: skip
             env = {**os.environ, "REDIS_URL": server.url, "LOG_LEVEL": "WARNING"}
             client = connect(server.url)
             keys = Keys("e2e")
@@ -534,7 +543,7 @@ def part_e2e(
         missing = sum(max(v) - min(v) + 1 - len(set(v)) for v in seqs.values())
         rows.append({
             "streams": n, "replicas": replicas, "gpus": gpus, "decode": decoder, "compiled": compiled,
-            "replicas_ready_s": ready_s,
+            "replicas_ready_s": ready_s, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
             "frames_per_s": round(len(warm) / span, 1) if span else 0,
             "offered_frames_per_s": n * 5, "p50_ms": round(float(np.percentile(lat, 50)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1), "stale": stale, "missing_in_window": missing,
@@ -628,6 +637,8 @@ def main() -> None:
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--decode", choices=["gpu", "cpu"], default="gpu", help="e2e: where the detectors decode JPEGs")
     p.add_argument("--compile", action="store_true", help="e2e and two-gpu: engines with engine.compile: true")
+    p.add_argument("--max-batch", type=int, default=64, help="e2e: the pool's max_batch")
+    p.add_argument("--max-wait-ms", type=int, default=25, help="e2e: the pool's max_wait_ms")
     p.add_argument("--gpus", type=int, default=1, help="e2e: replica r runs on GPU r %% gpus")
     p.add_argument("--tag", default="", help="suffix for the JSON file name (e.g. one e2e sweep per setting)")
     a = p.parse_args()
@@ -656,7 +667,9 @@ def main() -> None:
                 result = part_two_gpu(a.out, a.compile)
             else:
                 streams = [int(s) for s in a.streams.split(",")]
-                result = part_e2e(a.out, streams, a.seconds, a.replicas, a.decode, a.compile, a.gpus)
+                result = part_e2e(
+                    a.out, streams, a.seconds, a.replicas, a.decode, a.compile, a.gpus, a.max_batch, a.max_wait_ms
+                )
         except Exception as exc:  # keep what the other parts measured
             result = {"error": f"{type(exc).__name__}: {exc}"}
         result |= {"part": part, "seconds": round(time.time() - started), "machine": machine(),

@@ -33,7 +33,7 @@ def run(ctx: Context) -> int:
     keys = Keys(cfg.streams.prefix)
     client = connect(ctx.redis_url, cfg.redis)
     spec = ModelSpec.from_config(pool.model)
-    engine = Watchdog(lambda: create_engine(pool.engine, spec), pool.inference_timeout_s)
+    engine = Watchdog(lambda: create_engine(pool.engine, spec, pool.max_batch), pool.inference_timeout_s)
     pipeline = Pipeline(spec, engine, pool, replica)
     group = keys.detector_group(pool.name)
     reader = group_reader(client, keys, "frames", group, replica, pool, pool.max_batch, cfg.streams.dead_maxlen)

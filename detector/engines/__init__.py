@@ -60,11 +60,12 @@ class Engine(Protocol):
         ...
 
 
-def create_engine(cfg: EngineConfig, spec: ModelSpec) -> Engine:
+def create_engine(cfg: EngineConfig, spec: ModelSpec, max_batch: int | None = None) -> Engine:
+    """The engine ``cfg`` names; ``max_batch``: the largest batch it will be given (an engine may size for it)."""
     if cfg.kind == "tensorflow":
         from detector.engines.tensorflow import TensorFlowEngine
 
         return TensorFlowEngine(cfg, spec)
     from detector.engines.torch import TorchEngine
 
-    return TorchEngine(cfg, spec)
+    return TorchEngine(cfg, spec, max_batch)

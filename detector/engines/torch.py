@@ -29,10 +29,19 @@ from detector.yolo.postprocess import letterbox_geometry
 log = logging.getLogger(__name__)
 
 
+def buckets_for(buckets: Sequence[int], max_batch: int | None) -> list[int]:
+    """The buckets a batch of at most ``max_batch`` can use: a larger bucket's graph would only hold memory."""
+    ordered = sorted(set(buckets))
+    if max_batch is None:
+        return ordered
+    fits = [b for b in ordered if b >= max_batch]
+    return [b for b in ordered if b < max_batch] + fits[:1]
+
+
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, cfg: TorchEngineConfig, spec: ModelSpec) -> None:
+    def __init__(self, cfg: TorchEngineConfig, spec: ModelSpec, max_batch: int | None = None) -> None:
         import torch
 
         from detector.yolo.torch_model import build_torch_body
@@ -60,7 +69,7 @@ class TorchEngine:
         self._net = torch.compile(self._model) if cfg.compile else self._model
         self._size = spec.input_size
         self._divisor = torch.tensor(255.0, dtype=torch.float32, device=self._device)
-        self._buckets = sorted(set(cfg.batch_buckets))
+        self._buckets = buckets_for(cfg.batch_buckets, max_batch)
         self._graphs: dict[int, tuple[Any, Any, tuple[Any, ...]]] = {}
         self._staging: Any = None
         self._use_graphs = cuda and cfg.cuda_graphs

@@ -93,3 +93,12 @@ def test_a_compiled_engine_gives_the_eager_heads_and_compiles_once_for_every_bat
             assert got.shape == want.shape
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_buckets_past_the_pools_largest_batch_are_not_captured() -> None:
+    from detector.engines.torch import buckets_for
+
+    assert buckets_for([64, 1, 8, 32, 2, 16, 4], 32) == [1, 2, 4, 8, 16, 32]
+    assert buckets_for([1, 2, 4, 8, 16, 32, 64], 20) == [1, 2, 4, 8, 16, 32]  # 20 pads up to 32
+    assert buckets_for([1, 8], 100) == [1, 8]  # larger batches run without a graph
+    assert buckets_for([4, 1], None) == [1, 4]
