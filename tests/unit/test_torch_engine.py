@@ -102,3 +102,8 @@ def test_buckets_past_the_pools_largest_batch_are_not_captured() -> None:
     assert buckets_for([1, 2, 4, 8, 16, 32, 64], 20) == [1, 2, 4, 8, 16, 32]  # 20 pads up to 32
     assert buckets_for([1, 8], 100) == [1, 8]  # larger batches run without a graph
     assert buckets_for([4, 1], None) == [1, 4]
+
+
+def test_compile_auto_stays_eager_on_the_cpu() -> None:
+    engine = make_engine()  # compile: auto
+    assert engine._net is engine._model
