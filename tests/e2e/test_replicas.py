@@ -71,7 +71,7 @@ def test_a_replica_killed_mid_run_loses_no_frame(tmp_path: Path) -> None:
             time.sleep(0.2)
         answered_before_kill = victim_answered(tmp_path / "results.jsonl")
         os.kill(victim.pid, signal.SIGKILL)  # mid-run, with frames read and not yet answered
-        victim.communicate(timeout=30)
+        victim_log, _ = victim.communicate(timeout=30)
         ingest_log, _ = ingest.communicate(timeout=60)
         survivor_log, _ = survivor.communicate(timeout=120)
         sink_log, _ = sink.communicate(timeout=120)
@@ -80,7 +80,7 @@ def test_a_replica_killed_mid_run_loses_no_frame(tmp_path: Path) -> None:
             assert client.xpending(keys.frames(stream), keys.detector_group("main"))["pending"] == 0
         client.close()
 
-    assert answered_before_kill >= 5, "the victim was not working when killed"
+    assert answered_before_kill >= 5, f"the victim was not working when killed:\n{victim_log}"
     published = {
         m.group(1): int(m.group(2))
         for m in re.finditer(r"camera (\w): read \d+, sampled \d+, published (\d+)", ingest_log)
