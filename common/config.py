@@ -380,13 +380,134 @@ class DetectorConfig(_Strict):
 
 
 # ---------------------------------------------------------------------------------------------------- sinks
-class JsonlSinkConfig(ConsumerConfig):
+class _StoreSinkConfig(ConsumerConfig):
+    batch: int = Field(100, ge=1, le=10_000, description="Most results read (and stored in one batch) per stream.")
+
+
+class JsonlSinkConfig(_StoreSinkConfig):
+    """Results appended to a file, one JSON object a line."""
+
     kind: Literal["jsonl"] = "jsonl"
     path: ConfigPath = Field(description="File the results are appended to, one JSON object a line.")
+
+
+class SqliteSinkConfig(_StoreSinkConfig):
+    """Results and their detections in an SQLite database (WAL), created or migrated at start."""
+
+    kind: Literal["sqlite"] = "sqlite"
+    path: ConfigPath = Field(description="Database file; created with its folder if missing.")
+    busy_timeout_s: float = Field(10.0, gt=0, le=600, description="Wait this long for another writer's lock.")
+
+
+class PostgresSinkConfig(_StoreSinkConfig):
+    """Results and their detections in PostgreSQL (psycopg 3), schema created or migrated at start."""
+
+    kind: Literal["postgres"] = "postgres"
+    url: str = Field(
+        description="postgresql:// URL (libpq's other settings, such as PGPASSWORD, apply too).",
+        pattern=r"^postgres(ql)?://",
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one connection attempt.")
+
+
+RelativePoint = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
+
+
+class WebhookActionConfig(_Strict):
+    """HTTP POST of the alert as JSON."""
+
+    kind: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://", description="http:// or https:// URL the alert is POSTed to.")
+    timeout_s: float = Field(5.0, gt=0, le=300, description="Timeout of one request.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (e.g. Authorization).")
+
+
+class MqttActionConfig(_Strict):
+    """The alert published on ``{topic_prefix}/{stream}/{label}``, the retained state on ``.../state``."""
+
+    kind: Literal["mqtt"] = "mqtt"
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    topic_prefix: str = Field("streamyolo", min_length=1, pattern=r"^[^#+]+$", description="First topic levels.")
+    qos: Literal[0, 1, 2] = Field(1, description="MQTT quality of service of every publish.")
+    username: str | None = Field(None, description="Broker user; the password comes from MQTT_PASSWORD.")
+    timeout_s: float = Field(5.0, gt=0, le=300, description="Timeout to connect and to have a publish confirmed.")
+
+
+class LogActionConfig(_Strict):
+    """A log line per alert."""
+
+    kind: Literal["log"] = "log"
+    level: Literal["INFO", "WARNING", "ERROR"] = Field("WARNING", description="Level of the line.")
+
+
+class SnapshotActionConfig(_Strict):
+    """The frame with its boxes drawn, saved as JPEG (fetched from the frames stream while it is still there)."""
+
+    kind: Literal["snapshot"] = "snapshot"
+    folder: ConfigPath = Field(description="Snapshots go to FOLDER/STREAM/; created if missing.")
+    quality: int = Field(90, ge=10, le=100, description="JPEG quality.")
+
+
+ActionConfig = Annotated[
+    WebhookActionConfig | MqttActionConfig | LogActionConfig | SnapshotActionConfig, Field(discriminator="kind")
+]
+
+
+class AlertRuleConfig(_Strict):
+    """When to alert: detections in a frame that pass every condition, in k of the last n frames of a stream."""
+
+    name: Name = Field(description="Rule name; appears in every alert it raises.")
+    streams: StreamPatterns = ["*"]
+    labels: list[str] = Field(default_factory=list, description="Labels that count; empty: every label.")
+    min_score: float = Field(0.5, ge=0, le=1, description="Detections scoring less do not count.")
+    min_count: int = Field(1, ge=1, le=10_000, description="Detections of one label a frame needs to count.")
+    zone: list[RelativePoint] | None = Field(
+        None,
+        min_length=3,
+        description="Polygon in relative coordinates (0-1, x right, y down): a box counts when its centre is "
+        "inside. None: the whole frame.",
+    )
+    k: int = Field(1, ge=1, le=1000, description="Frames, of the last n, that must count for the alert.")
+    n: int = Field(1, ge=1, le=1000, description="Window of frames per stream and label.")
+    cooldown_s: float = Field(60.0, ge=0, le=86_400, description="No second alert per stream and label within this.")
+    actions: list[Name] = Field(min_length=1, description="Names of the sink's actions to run for each alert.")
+
+    @model_validator(mode="after")
+    def _k_within_n(self) -> Self:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) must not exceed n ({self.n}): an alert needs k of the last n frames")
+        return self
+
+
+class AlertSinkConfig(ConsumerConfig):
+    """Rules over the results; alerts go to a stream of their own, from which each action delivers them."""
+
+    kind: Literal["alert"] = "alert"
     batch: int = Field(100, ge=1, le=10_000, description="Most results read at once per stream.")
+    rules: list[AlertRuleConfig] = Field(min_length=1, max_length=1000, description="Alert rules.")
+    actions: dict[Name, ActionConfig] = Field(min_length=1, description="Named actions the rules refer to.")
+    alerts_maxlen: int = Field(
+        100_000, ge=100, le=10_000_000, description="Alerts kept (queued for delivery) in the alerts stream."
+    )
+    retry_initial_s: float = Field(1.0, gt=0, le=600, description="First wait before retrying a failed delivery.")
+    retry_max_s: float = Field(60.0, gt=0, le=3600, description="Longest wait between delivery retries.")
+
+    @model_validator(mode="after")
+    def _actions_exist(self) -> Self:
+        for rule in self.rules:
+            unknown = [a for a in rule.actions if a not in self.actions]
+            if unknown:
+                raise ValueError(
+                    f"rule {rule.name!r} names actions {unknown} that are not defined; actions: {list(self.actions)}"
+                )
+        return self
 
 
-SinkConfig = Annotated[JsonlSinkConfig, Field(discriminator="kind")]
+SinkConfig = Annotated[
+    JsonlSinkConfig | SqliteSinkConfig | PostgresSinkConfig | AlertSinkConfig, Field(discriminator="kind")
+]
+StoreSinkConfig = JsonlSinkConfig | SqliteSinkConfig | PostgresSinkConfig
 
 
 # ---------------------------------------------------------------------------------------------------- stack

@@ -1,7 +1,8 @@
 """Every Redis key name the stack uses, in one place.
 
 Keys live under a configurable prefix so one Redis can host several stacks:
-``{prefix}:frames:{stream}``, ``{prefix}:results:{stream}`` and ``{prefix}:dead``.
+``{prefix}:frames:{stream}``, ``{prefix}:results:{stream}``, ``{prefix}:dead``, and per alert sink
+``{prefix}:alerts:{sink}`` and ``{prefix}:alerted:{sink}``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ class Keys:
     def sink_group(self, sink: str) -> str:
         """Consumer group of a sink on the results streams."""
         return f"sink:{sink}"
+
+    def alerts(self, sink: str) -> str:
+        """Stream of the alerts an alert sink raised: its actions' delivery queue, and readable by anyone."""
+        return f"{self.prefix}:alerts:{sink}"
+
+    def alerted(self, sink: str) -> str:
+        """Sorted set (frame id -> time) of the results an alert sink has handled, so a redelivery alerts once."""
+        return f"{self.prefix}:alerted:{sink}"
+
+    def action_group(self, action: str) -> str:
+        """Consumer group of one alert action on its sink's alerts stream."""
+        return f"action:{action}"
 
 
 def matches(stream: str, patterns: list[str]) -> bool:

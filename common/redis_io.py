@@ -60,6 +60,15 @@ class Entry:
     """Deleted from the stream (MAXLEN) while it was pending: nothing left to process."""
 
 
+@dataclass(frozen=True)
+class Mark:
+    """Members recorded in a sorted set (by time) in the same transaction as an ack, kept ``keep_s`` seconds."""
+
+    key: str
+    members: Sequence[str]
+    keep_s: float = 86_400.0
+
+
 @dataclass
 class ReaderStats:
     read: int = 0
@@ -249,18 +258,42 @@ class GroupReader:
         self._execute(build)
         self.stats.dead_lettered += 1
 
-    def publish_and_ack(self, messages: Sequence[tuple[str, bytes, int]], done: Sequence[Entry]) -> None:
-        """XADD every (key, payload, maxlen) and XACK the entries they answer, in one MULTI/EXEC."""
+    def publish_and_ack(
+        self, messages: Sequence[tuple[str, bytes, int]], done: Sequence[Entry], mark: Mark | None = None
+    ) -> None:
+        """XADD every (key, payload, maxlen) and XACK the entries they answer, in one MULTI/EXEC; with ``mark``,
+        also record its members as handled (see :meth:`handled`), in the same transaction."""
         if not messages and not done:
             return  # a batch of only stale or dead-lettered frames: no round trip
 
         def build(pipe: Any) -> None:
             for key, payload, maxlen in messages:
                 pipe.xadd(key, {self.payload_field: payload}, maxlen=maxlen, approximate=True)
+            if mark is not None and mark.members:
+                now = time.time()
+                pipe.zadd(mark.key, dict.fromkeys(mark.members, now))
+                pipe.zremrangebyscore(mark.key, "-inf", now - mark.keep_s)  # bounded: old marks go
             for e in done:
                 pipe.xack(e.key, self.group, e.id)
 
         self._execute(build)
+
+    def handled(self, key: str, members: Sequence[str]) -> set[str]:
+        """Which of ``members`` a :class:`Mark` on ``key`` recorded (so a redelivered entry is not acted on twice).
+
+        Retried like every read: a mark missed for a blip would mean acting twice."""
+        if not members:
+            return set()
+        delay = 0.1
+        while True:
+            try:
+                scores = self.client.zmscore(key, list(members))
+                return {m for m, score in zip(members, scores, strict=True) if score is not None}
+            except TRANSIENT_ERRORS as exc:
+                self.stats.redis_errors += 1
+                log.warning("redis read failed (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _execute(self, build: Callable[[Any], None], transaction: bool = True) -> None:
         """Run the commands ``build`` queues, retrying until the server takes them all.
@@ -316,6 +349,25 @@ def group_reader(
         max_deliveries=cfg.max_deliveries,
         rescan_s=cfg.rescan_s,
     )
+
+
+def read_entry(client: redis.Redis, key: str, entry_id: str, payload_field: str = FIELD) -> bytes | None:
+    """The payload of one entry of a stream, or None when the entry (or the stream) is gone."""
+    found: Any = client.xrange(key, entry_id, entry_id, count=1)
+    return _payload(found[0][1], payload_field) if found else None
+
+
+def stream_reader(
+    client: redis.Redis, key: str, group: str, consumer: str, cfg: ConsumerConfig, count: int, dead_key: str,
+    dead_maxlen: int, start_id: str = "0",
+) -> GroupReader:  # fmt: skip
+    """A reader of one stream; its group starts at ``start_id`` when it is created ("$": only what comes next)."""
+    ensure_group(client, key, group, start_id)
+    return GroupReader(
+        client, group=group, consumer=consumer, discover=lambda: [key], dead_key=dead_key, dead_maxlen=dead_maxlen,
+        block_ms=cfg.block_ms, count=count, claim_idle_ms=cfg.claim_idle_ms, max_deliveries=cfg.max_deliveries,
+        rescan_s=cfg.rescan_s,
+    )  # fmt: skip
 
 
 def ensure_group(client: redis.Redis, key: str, group: str, start_id: str = "0") -> bool:

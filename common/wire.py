@@ -94,6 +94,26 @@ class Result(_Message):
     detections: list[Detection]
 
 
+class Alert(_Message):
+    """A rule's state for one stream and label changed: ``on`` when it fires, ``off`` when it no longer holds."""
+
+    kind: ClassVar[str] = "alert"
+
+    sink: str = Field(min_length=1, description="Alert sink that raised it.")
+    rule: str = Field(min_length=1, description="Rule name.")
+    stream: str = Field(min_length=1, max_length=128)
+    label: str = Field(min_length=1)
+    state: Literal["on", "off"] = Field(description="on: the rule fired; off: it stopped holding.")
+    frame_id: str = Field(min_length=3, description="Entry id of the frame (in the frames stream) that decided it.")
+    seq: int = Field(ge=0)
+    capture_ts: float = Field(gt=0)
+    raised_ts: float = Field(gt=0, description="When the sink raised it, UNIX seconds.")
+    width: Pixels = Field(description="Original frame width; boxes are in its pixels.")
+    height: Pixels
+    detections: list[Detection] = Field(description="The detections that counted (for on; empty for off).")
+    actions: list[str] = Field(description="Names of the actions that deliver it.")
+
+
 M = TypeVar("M", bound=_Message)
 
 

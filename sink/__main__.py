@@ -1,4 +1,4 @@
-"""python -m sink --config stack.yaml [--sink NAME]"""
+"""python -m sink --config stack.yaml [--sink NAME], or python -m sink tail [STREAM ...] (see sink/tail.py)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sys
 
 from common import service
 from common.config import StackConfig
-from sink.worker import run
 
 
 def check(config: StackConfig, args: argparse.Namespace) -> list[str]:
@@ -16,7 +15,15 @@ def check(config: StackConfig, args: argparse.Namespace) -> list[str]:
 
 
 def main() -> int:
-    p = service.parser("sink", "Store or forward detection results from Redis streams.")
+    if sys.argv[1:2] == ["tail"]:
+        from sink import tail
+
+        return tail.main(sys.argv[2:])
+    from sink.worker import run  # here, so that tail needs none of the stores' imports
+
+    p = service.parser(
+        "sink", "Store or forward detection results from Redis streams (python -m sink tail: watch them)."
+    )
     p.add_argument("--sink", help="sink to run (default: the only one)")
     p.add_argument("--consumer", help="consumer name; stable across restarts (default: hostname)")
     return service.main("sink", p, run, check)

@@ -1,22 +1,24 @@
-"""The sink process: one sink, one consumer group over the result streams it subscribes to."""
+"""The sink process: one sink, one consumer group over the result streams it subscribes to.
+
+A store sink writes each batch (idempotently, durably) before acking it; an alert sink raises alerts from the
+results and delivers them through its actions (``sink.alerting``).
+"""
 
 from __future__ import annotations
 
 import logging
 import socket
 
-from common.config import SinkConfig
+from common.config import AlertSinkConfig, StoreSinkConfig
 from common.keys import Keys
-from common.redis_io import connect, group_reader
+from common.redis_io import GroupReader, connect, group_reader
 from common.service import Context
 from common.wire import Result, WireError, decode
-from sink.jsonl import JsonlStore
+from sink.alerting import Raiser, start_deliveries
+from sink.rules import RuleBook
+from sink.store import Store, create_store
 
 log = logging.getLogger(__name__)
-
-
-def create_store(cfg: SinkConfig) -> JsonlStore:
-    return JsonlStore(cfg)
 
 
 def run(ctx: Context) -> int:
@@ -28,21 +30,59 @@ def run(ctx: Context) -> int:
     reader = group_reader(
         client, keys, "results", keys.sink_group(sink.name), consumer, sink, sink.batch, cfg.streams.dead_maxlen
     )
-    store = create_store(sink)
     log.info("sink %s (%s): reading %s", sink.name, sink.kind, sink.streams)
-    while (why := ctx.stop_reason()) is None:
-        entries = reader.read()
-        good = []
-        for entry in entries:
-            try:
-                good.append((entry, decode(entry.payload, Result)))
-            except WireError as exc:
-                reader.dead_letter(entry, f"WireError: {exc}")
-        if good:
-            store.write([r for _, r in good])
-            reader.ack([e for e, _ in good])
-        ctx.bounds.count(len(entries))
-    log.info("stopping (%s); %s", why, reader.stats)
-    store.close()
+    if isinstance(sink, AlertSinkConfig):
+        deliveries = start_deliveries(client, keys, sink, consumer, cfg.streams.dead_maxlen)
+        raiser = Raiser(RuleBook(sink), reader, keys, sink)
+        while (why := ctx.stop_reason()) is None:
+            entries = reader.read()
+            if entries:
+                raiser.handle(entries)
+            ctx.bounds.count(len(entries))
+        for delivery in deliveries:  # what was raised is delivered before stopping, within the drain time
+            delivery.close(ctx.shutdown.drain_s / len(deliveries))
+        log.info("stopping (%s); %s; delivered %s; %s", why, raiser.counts,
+                 {d.action.name: d.delivered for d in deliveries}, reader.stats)  # fmt: skip
+    else:
+        why = store_results(ctx, sink, reader)
+        log.info("stopping (%s); %s", why, reader.stats)
     client.close()
     return 0
+
+
+def store_results(ctx: Context, sink: StoreSinkConfig, reader: GroupReader) -> str:
+    """Each batch stored (idempotently, durably) before it is acked; malformed results dead-lettered."""
+    store = create_store(sink)
+    stored = 0
+    try:
+        while (why := ctx.stop_reason()) is None:
+            entries = reader.read()
+            good = []
+            for entry in entries:
+                try:
+                    good.append((entry, decode(entry.payload, Result)))
+                except WireError as exc:
+                    reader.dead_letter(entry, f"WireError: {exc}")
+            if good and (n := write(store, [r for _, r in good], ctx)) is not None:
+                stored += n
+                reader.ack([e for e, _ in good])
+            ctx.bounds.count(len(entries))
+    finally:
+        store.close()
+    log.info("stored %d new results", stored)
+    return why
+
+
+def write(store: Store, results: list[Result], ctx: Context) -> int | None:
+    """Store a batch, retrying with back-off while the database is unreachable or locked; None when stopping
+    first (the batch stays pending and is stored after the next start)."""
+    delay = 0.5
+    while True:
+        try:
+            return store.write(results)
+        except Exception as exc:  # the store's driver errors vary (sqlite3, psycopg, OSError): all are retried
+            log.error("storing %d results failed (%s: %s); retrying in %.1f s", len(results), type(exc).__name__,
+                      exc, delay)  # fmt: skip
+        if ctx.shutdown.wait(delay):
+            return None
+        delay = min(delay * 2, 30.0)
