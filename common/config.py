@@ -1,7 +1,8 @@
 """One pydantic model for the whole stack, loaded from one YAML file.
 
 Errors name the field and its YAML line. Deployment overrides come from the environment: ``REDIS_URL``, and
-``STREAMYOLO__SECTION__FIELD=value`` for any field (the value is parsed as YAML, so lists and numbers work).
+``STREAMYOLO__SECTION__FIELD=value`` for any field (the value is parsed as YAML, so lists and numbers work); an
+item of a list of named items by its name, e.g. ``STREAMYOLO__DETECTOR__POOLS__MAIN__ENGINE__GPU=1``.
 Relative paths in the file are resolved against the file's folder.
 """
 
@@ -594,10 +595,16 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[s
 
 
 def _set(data: dict[str, Any], fields: tuple[str, ...], value: Any) -> None:
-    node = data
+    node: Any = data
     for field in fields[:-1]:
+        if isinstance(node, list):  # a list of named items (pools, sinks, cameras): pick one by its name
+            node = next((c for c in node if isinstance(c, dict) and str(c.get("name", "")).lower() == field), None)
+            if node is None:
+                variable = ENV_PREFIX + "__".join(fields).upper()
+                raise ConfigError([f"environment {variable}: no item named {field!r} in that list"])
+            continue
         child = node.get(field)
-        if not isinstance(child, dict):
+        if not isinstance(child, dict | list):
             child = node[field] = {}
         node = child
     node[fields[-1]] = value

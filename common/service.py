@@ -107,10 +107,30 @@ class Context:
     redis_url: str
     shutdown: Shutdown
     bounds: Bounds
+    heartbeat: Heartbeat | None = None
 
     def stop_reason(self) -> str | None:
         """Why the worker loop must end now (a signal, or a bound reached), or None to go on."""
+        if self.heartbeat is not None:
+            self.heartbeat.beat()  # every loop asks this each turn: asking is a sign of life
         return "signal" if self.shutdown.is_set() else self.bounds.reached()
+
+
+@dataclass
+class Heartbeat:
+    """A file whose modification time says the worker loop turned recently (``python -m common.health`` reads it:
+    a container's healthcheck)."""
+
+    path: Path
+    every_s: float = 1.0
+    _last: float = 0.0
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
 
 
 Run = Callable[[Context], int]
@@ -139,6 +159,10 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--until-idle", type=float, metavar="S", help="stop once nothing arrived for S seconds")
     p.add_argument("--drain", type=float, default=10.0, metavar="S", help="longest drain on shutdown (10)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING...")
+    p.add_argument(
+        "--health-file", type=Path, default=os.environ.get("STREAMYOLO_HEALTH_FILE") or None, metavar="FILE",
+        help="touch FILE every second while the loop runs, for a healthcheck (env STREAMYOLO_HEALTH_FILE)",
+    )  # fmt: skip
     return p
 
 
@@ -167,4 +191,5 @@ def main(prog: str, arg_parser: argparse.ArgumentParser, run: Run, check: Check 
     shutdown = Shutdown(drain_s=args.drain).install()
     bounds = Bounds(max_frames=args.max_frames, duration_s=args.duration, until_idle_s=args.until_idle)
     with redis_url(config) as url:
-        return run(Context(config, args, url, shutdown, bounds))
+        heartbeat = Heartbeat(args.health_file) if args.health_file else None
+        return run(Context(config, args, url, shutdown, bounds, heartbeat))

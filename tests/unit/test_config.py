@@ -107,6 +107,18 @@ def test_a_bad_environment_override_names_the_variable() -> None:
     ]
 
 
+def test_an_override_picks_an_item_of_a_list_by_its_name() -> None:
+    env = {
+        "STREAMYOLO__DETECTOR__POOLS__MAIN__MAX_BATCH": "16",
+        "STREAMYOLO__INGEST__CAMERAS__YARD__EVERY_N": "5",
+    }
+    cfg = parse_config(GOOD, environ=env)
+    assert cfg.detector.pools[0].max_batch == 16
+    assert [c.every_n for c in cfg.ingest.cameras] == [1, 5]
+    with pytest.raises(ConfigError, match="POOLS__GATE__MAX_BATCH: no item named 'gate' in that list"):
+        parse_config(GOOD, environ={"STREAMYOLO__DETECTOR__POOLS__GATE__MAX_BATCH": "4"})
+
+
 def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "nope.yaml")
