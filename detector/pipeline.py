@@ -35,12 +35,20 @@ class ImageError(ValueError):
     """The frame's image bytes cannot be decoded."""
 
 
+def _check_complete(frame: Frame) -> None:
+    # Decoders fill a JPEG cut short with grey and carry on: a frame without its end-of-image marker is refused,
+    # rather than half an image inferred. (Some encoders pad after the marker with zeros.)
+    if not frame.data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ImageError(f"JPEG of {len(frame.data)} bytes is cut short (no end-of-image marker)")
+
+
 def decode_image(frame: Frame) -> np.ndarray:
     """The frame's image as RGB uint8, checked against the size the message announces."""
     if frame.encoding == "jpeg":
         bgr = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ImageError(f"image of {len(frame.data)} bytes is not a decodable JPEG")
+        _check_complete(frame)
     else:
         expected = frame.image_width * frame.image_height * 3
         if len(frame.data) != expected:
@@ -69,6 +77,7 @@ def encoded_image(frame: Frame) -> bytes | np.ndarray:
         raise ImageError(f"image of {len(frame.data)} bytes is a {kind}, not a JPEG")
     if (width, height) != (frame.image_width, frame.image_height):
         raise ImageError(f"image is {width}x{height}, message says {frame.image_width}x{frame.image_height}")
+    _check_complete(frame)
     return frame.data
 
 

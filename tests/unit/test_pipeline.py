@@ -266,7 +266,7 @@ def test_an_engine_that_loads_images_gets_jpeg_bytes_checked_by_header_and_its_f
         frame_entry(1, b"\xff\xd8 not really"),
         frame_entry(2, jpeg, size=(100, 64)),  # the header says 128x64
         frame_entry(3, png),
-        frame_entry(4, jpeg + b"BAD"),  # a header that parses, a body the "device" refuses
+        frame_entry(4, jpeg[:-2] + b"BAD" + jpeg[-2:]),  # a header that parses, a body the "device" refuses
         frame_entry(5, bgr, encoding="bgr8"),
     ]
     out = pipeline.process(entries)
