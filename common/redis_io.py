@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from common.config import ConsumerConfig, RedisConfig
 from common.keys import Keys, matches
-from common.wire import FIELD
+from common.wire import FIELD, M, WireError, decode
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def connect(url: str, cfg: RedisConfig | None = None) -> redis.Redis:
     )
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -158,14 +158,14 @@ class GroupReader:
             count=self.count,
             block=block_ms if block_ms > 0 else None,  # BLOCK 0 would wait forever
         )
-        return [Entry(k, i, p, trimmed=t) for k, i, p, t in _flatten(reply, self.payload_field)]
+        return [Entry(k, i, p, trimmed=t) for k, i, p, t in reply_entries(reply, self.payload_field)]
 
     def _read_own_pending(self) -> list[Entry]:
         """Entries this consumer was given before a restart and never acked, key by key, in id order."""
         while self._backlog:
             key, after = next(iter(self._backlog.items()))
             reply = self.client.xreadgroup(self.group, self.consumer, {key: after}, count=self.count)
-            found = list(_flatten(reply, self.payload_field))
+            found = list(reply_entries(reply, self.payload_field))
             if not found:
                 del self._backlog[key]
                 continue
@@ -184,11 +184,11 @@ class GroupReader:
             idle: list[Any] = self.client.xpending_range(
                 key, self.group, "-", "+", self.count * 4, idle=self.claim_idle_ms
             )
-            ids = [_text(p["message_id"]) for p in idle if _text(p["consumer"]) != self.consumer][: self.count]
+            ids = [text(p["message_id"]) for p in idle if text(p["consumer"]) != self.consumer][: self.count]
             if not ids:
                 continue
             claimed: list[Any] = self.client.xclaim(key, self.group, self.consumer, self.claim_idle_ms, ids)  # type: ignore[arg-type]
-            found = [(_text(i), _payload(f, self.payload_field), not f) for i, f in claimed if i is not None]
+            found = [(text(i), _payload(f, self.payload_field), not f) for i, f in claimed if i is not None]
             if found:
                 self.stats.claimed += len(found)
                 log.info("claimed %d idle entries of %s for %s", len(found), key, self.consumer)
@@ -199,7 +199,7 @@ class GroupReader:
         pipe = self.client.pipeline(transaction=False)
         for entry_id, _, _ in found:
             pipe.xpending_range(key, self.group, min=entry_id, max=entry_id, count=1)
-        counts = {_text(p[0]["message_id"]): int(p[0]["times_delivered"]) for p in pipe.execute() if p}
+        counts = {text(p[0]["message_id"]): int(p[0]["times_delivered"]) for p in pipe.execute() if p}
         return [Entry(key, i, p, counts.get(i, 1), t) for i, p, t in found]
 
     def _screen(self, entries: list[Entry]) -> list[Entry]:
@@ -236,6 +236,17 @@ class GroupReader:
                     pipe.xack(key, self.group, *ids)
 
             self._execute(build, transaction=False)
+
+    def messages(self, entries: Iterable[Entry], kind: type[M]) -> list[tuple[Entry, M]]:
+        """The entries whose payload decodes as ``kind``, with their message; the others are dead-lettered with
+        the reason."""
+        out = []
+        for entry in entries:
+            try:
+                out.append((entry, decode(entry.payload, kind)))
+            except WireError as exc:
+                self.dead_letter(entry, f"WireError: {exc}")
+        return out
 
     def dead_letter(self, entry: Entry, reason: str) -> None:
         """Move an entry to the dead-letter stream with the reason, and ack it, atomically."""
@@ -281,22 +292,14 @@ class GroupReader:
     def handled(self, key: str, members: Sequence[str]) -> set[str]:
         """Which of ``members`` a :class:`Mark` on ``key`` recorded (so a redelivered entry is not acted on twice).
 
-        Retried like every read: a mark missed for a blip would mean acting twice."""
+        Retried like the writes: a mark missed for a blip would mean acting twice."""
         if not members:
             return set()
-        delay = 0.1
-        while True:
-            try:
-                scores = self.client.zmscore(key, list(members))
-                return {m for m, score in zip(members, scores, strict=True) if score is not None}
-            except TRANSIENT_ERRORS as exc:
-                self.stats.redis_errors += 1
-                log.warning("redis read failed (%s); retrying in %.1f s", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        [scores] = self._execute(lambda pipe: pipe.zmscore(key, list(members)), transaction=False)
+        return {m for m, score in zip(members, scores, strict=True) if score is not None}
 
-    def _execute(self, build: Callable[[Any], None], transaction: bool = True) -> None:
-        """Run the commands ``build`` queues, retrying until the server takes them all.
+    def _execute(self, build: Callable[[Any], object], transaction: bool = True) -> list[Any]:
+        """Run the commands ``build`` queues, retrying until the server takes them all; returns their replies.
 
         Writes must not be lost to a blip, nor to a full server: the entries they answer stay pending meanwhile,
         so holding here is back-pressure, not loss (the caller's deadline bounds us). Each attempt queues the
@@ -308,8 +311,8 @@ class GroupReader:
             build(pipe)
             try:
                 with self._lock:
-                    pipe.execute()
-                return
+                    replies: list[Any] = pipe.execute()
+                return replies
             except TRANSIENT_ERRORS as exc:
                 self.stats.redis_errors += 1
                 log.warning("redis write failed (%s); retrying in %.1f s", exc, delay)
@@ -388,7 +391,7 @@ def stream_keys(client: redis.Redis, pattern: str, head: str, names: Sequence[st
     found = {head + n for n in literal}
     if len(literal) < len(names):
         for raw in client.scan_iter(match=pattern, count=1000, _type="stream"):
-            key = _text(raw)
+            key = text(raw)
             if matches(key[len(head) :], list(names)):
                 found.add(key)
     return sorted(found)
@@ -401,10 +404,10 @@ def _payload(fields: Any, name: str) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
 
-def _flatten(reply: Any, name: str) -> Iterable[tuple[str, str, bytes | None, bool]]:
+def reply_entries(reply: Any, name: str = FIELD) -> Iterable[tuple[str, str, bytes | None, bool]]:
     """(key, id, payload, trimmed) from an XREADGROUP reply (RESP2: [[key, [(id, fields), ...]], ...]).
 
     A pending entry trimmed from the stream comes back with no fields at all."""
     for key, entries in reply or ():
         for entry_id, fields in entries:
-            yield _text(key), _text(entry_id), _payload(fields, name), not fields
+            yield text(key), text(entry_id), _payload(fields, name), not fields

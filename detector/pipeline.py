@@ -38,7 +38,7 @@ class ImageError(ValueError):
 def _check_complete(frame: Frame) -> None:
     # Decoders fill a JPEG cut short with grey and carry on: a frame without its end-of-image marker is refused,
     # rather than half an image inferred. (Some encoders pad after the marker with zeros.)
-    if not frame.data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if not frame.data.endswith(b"\xff\xd9") and not frame.data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         raise ImageError(f"JPEG of {len(frame.data)} bytes is cut short (no end-of-image marker)")
 
 

@@ -37,13 +37,8 @@ class Raiser:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("results", "alerts", "again", "dead"), 0))
 
     def handle(self, entries: list[Entry]) -> None:
-        good: list[tuple[Entry, Result]] = []
-        for entry in entries:
-            try:
-                good.append((entry, decode(entry.payload, Result)))
-            except WireError as exc:
-                self.reader.dead_letter(entry, f"WireError: {exc}")
-                self.counts["dead"] += 1
+        good = self.reader.messages(entries, Result)
+        self.counts["dead"] += len(entries) - len(good)
         marks = [f"{r.stream}/{r.frame_id}" for _, r in good]
         seen = self.reader.handled(self.keys.alerted(self.cfg.name), marks)
         now = time.time()

@@ -11,6 +11,7 @@ query reads one table and its indexes, with no join.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -203,13 +204,14 @@ def stored_detection(row: Sequence[Any]) -> StoredDetection:
     return StoredDetection(stream, frame_id, seq, capture_ts, label, class_id, score, (xmin, ymin, xmax, ymax))
 
 
-class DetectionQueries:
+class DetectionQueries(ABC):
     """The query helper both SQL stores offer; each says its placeholder and runs the text."""
 
     placeholder: ClassVar[Placeholder]
 
+    @abstractmethod
     def _rows(self, text: str, params: list[Any]) -> Iterable[Sequence[Any]]:
-        raise NotImplementedError
+        """Run a query on the store's connection."""
 
     def detections(
         self,

@@ -15,8 +15,8 @@ from typing import Any
 import redis
 
 from common.keys import Keys
-from common.redis_io import TRANSIENT_ERRORS, stream_keys
-from common.wire import FIELD, Result, WireError, decode
+from common.redis_io import TRANSIENT_ERRORS, reply_entries, stream_keys, text
+from common.wire import Result, WireError, decode
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +82,16 @@ def subscribe(
             pause(backoff_s)
             continue
         backoff_s = 0.0
-        for raw_key, entries in reply or ():
-            key = _text(raw_key)
-            for raw_id, fields in entries:
-                entry_id = positions[key] = _text(raw_id)
-                try:
-                    result = decode(_field(fields), Result)
-                except WireError as exc:
-                    log.warning("skipping malformed result %s %s: %s", key, entry_id, exc)
-                    continue
-                if stopped():
-                    return
-                yield result
+        for key, entry_id, payload, _ in reply_entries(reply):
+            positions[key] = entry_id
+            try:
+                result = decode(payload, Result)
+            except WireError as exc:
+                log.warning("skipping malformed result %s %s: %s", key, entry_id, exc)
+                continue
+            if stopped():
+                return
+            yield result
 
 
 def _last_ids(client: redis.Redis, keys: list[str]) -> dict[str, str]:
@@ -101,13 +99,4 @@ def _last_ids(client: redis.Redis, keys: list[str]) -> dict[str, str]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.xrevrange(key, count=1)
-    return {key: _text(newest[0][0]) if newest else "0-0" for key, newest in zip(keys, pipe.execute(), strict=True)}
-
-
-def _field(fields: dict[Any, Any]) -> bytes | None:
-    value = fields.get(FIELD.encode(), fields.get(FIELD))
-    return value.encode() if isinstance(value, str) else value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return {key: text(newest[0][0]) if newest else "0-0" for key, newest in zip(keys, pipe.execute(), strict=True)}

@@ -13,7 +13,7 @@ from common.config import AlertSinkConfig, StoreSinkConfig
 from common.keys import Keys
 from common.redis_io import GroupReader, connect, group_reader
 from common.service import Context
-from common.wire import Result, WireError, decode
+from common.wire import Result
 from sink.alerting import Raiser, start_deliveries
 from sink.rules import RuleBook
 from sink.store import Store, create_store
@@ -57,12 +57,7 @@ def store_results(ctx: Context, sink: StoreSinkConfig, reader: GroupReader) -> s
     try:
         while (why := ctx.stop_reason()) is None:
             entries = reader.read()
-            good = []
-            for entry in entries:
-                try:
-                    good.append((entry, decode(entry.payload, Result)))
-                except WireError as exc:
-                    reader.dead_letter(entry, f"WireError: {exc}")
+            good = reader.messages(entries, Result)
             if good and (n := write(store, [r for _, r in good], ctx)) is not None:
                 stored += n
                 reader.ack([e for e, _ in good])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from common.keys import Keys
 from common.redis_io import connect
 from common.wire import FIELD, Alert, Detection, Frame, Result, Timings, encode
 from sink.sqlite import SqliteStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, reachable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -35,14 +34,6 @@ PREFIX = "sinks"
 PG_URL = os.environ.get("STREAMYOLO_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MQTT_HOST = os.environ.get("STREAMYOLO_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("STREAMYOLO_MQTT_PORT", "1883"))
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 class Hook:
@@ -69,13 +60,6 @@ class Hook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def push_frames_and_results(client: redis.Redis, labels: list[list[tuple[str, float]]]) -> list[Result]:

@@ -27,6 +27,7 @@ from sink.actions import (
     WebhookAction,
     create_action,
 )
+from tests.conftest import free_port
 
 CAPTURE_TS = 1_700_000_000.5
 FRAME_ID = "1700000000500-3"
@@ -92,14 +93,6 @@ def hook() -> Iterator[Hook]:
 
 def webhook(url: str, **kw: Any) -> WebhookAction:
     return WebhookAction("hook", WebhookActionConfig(url=url, **kw))
-
-
-def free_port() -> int:
-    """A port nothing listens on (just released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_webhook_posts_the_alert_as_json_with_the_configured_headers(hook: Hook) -> None:
