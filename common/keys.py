@@ -2,7 +2,8 @@
 
 Keys live under a configurable prefix so one Redis can host several stacks:
 ``{prefix}:frames:{stream}``, ``{prefix}:results:{stream}``, ``{prefix}:dead``, and per alert sink
-``{prefix}:alerts:{sink}`` and ``{prefix}:alerted:{sink}``.
+``{prefix}:alerts:{sink}`` and ``{prefix}:alerted:{sink}``, and per detector pool the stale-frame tally
+``{prefix}:stale:{group}``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ class Keys:
     def detector_group(self, pool: str) -> str:
         """Consumer group of a detector pool on the frames streams."""
         return f"detector:{pool}"
+
+    def stale(self, group: str) -> str:
+        """Hash (stream name -> count) of the frames a detector group acked as too old to infer, so every frame
+        read is accounted for (a result, a dead letter, or this tally) and anyone can read the drops."""
+        return f"{self.prefix}:stale:{group}"
+
+    def replicas(self, group: str) -> str:
+        """Hash (replica -> JSON: device, engine, GPU memory, counts, time) each detector replica of a group
+        refreshes every few seconds, for ``python -m common.status``."""
+        return f"{self.prefix}:replicas:{group}"
 
     def sink_group(self, sink: str) -> str:
         """Consumer group of a sink on the results streams."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from redis.retry import Retry
 
 from common.config import ConsumerConfig, RedisConfig
 from common.keys import Keys, matches
+from common.metrics import DEAD
 from common.wire import FIELD, M, WireError, decode
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,37 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTime
 
 
 def connect(url: str, cfg: RedisConfig | None = None) -> redis.Redis:
-    """A client for redis://, rediss:// or unix:// URLs, with retries and a socket timeout above any BLOCK."""
+    """A client for redis://, rediss:// or unix:// URLs, with retries and a socket timeout above any BLOCK.
+
+    Over rediss:// the server's certificate is verified, against ``cfg.tls_ca_file`` (else the system's CAs), and
+    ``cfg.tls_cert_file``/``tls_key_file`` are presented for mutual TLS."""
     cfg = cfg or RedisConfig()
+    tls: dict[str, Any] = {}
+    if url.startswith("rediss://"):
+        tls = {
+            "ssl_cert_reqs": "required",
+            "ssl_ca_certs": str(cfg.tls_ca_file) if cfg.tls_ca_file else None,
+            "ssl_certfile": str(cfg.tls_cert_file) if cfg.tls_cert_file else None,
+            "ssl_keyfile": str(cfg.tls_key_file) if cfg.tls_key_file else None,
+            "ssl_check_hostname": cfg.tls_check_hostname,
+        }
+    elif cfg.tls_settings:  # the config refuses this; a URL given apart from it (sink tail --redis-url) may not
+        raise ValueError(f"redis {', '.join(cfg.tls_settings)} set, but the URL is not rediss://")
     return redis.Redis.from_url(
         url,
         socket_timeout=cfg.socket_timeout_s,
         socket_connect_timeout=cfg.connect_timeout_s,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), cfg.retries),
-        retry_on_error=list(TRANSIENT_ERRORS),
+        # Not on timeouts: a call on a silent network must give up after socket_timeout, once, and let its
+        # loop decide (retrying it would hold a read for (retries + 1) timeouts). Retry's own default errors
+        # include TimeoutError, and retry_on_error only adds to them: hence supported_errors.
+        retry=Retry(
+            ExponentialBackoff(cap=2.0, base=0.05),
+            cfg.retries,
+            supported_errors=(RedisConnectionError, BusyLoadingError),
+        ),
+        retry_on_error=[RedisConnectionError, BusyLoadingError],
         health_check_interval=30,
+        **tls,
     )
 
 
@@ -69,6 +92,14 @@ class Mark:
     keep_s: float = 86_400.0
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Counts added to the fields of a hash in the same transaction as an ack (e.g. stale frames per stream)."""
+
+    key: str
+    counts: Mapping[str, int]
+
+
 @dataclass
 class ReaderStats:
     read: int = 0
@@ -85,7 +116,8 @@ class GroupReader:
     """One consumer of one consumer group over the stream keys that match some patterns.
 
     A restarted consumer (same name) first re-reads its own pending entries; entries other consumers left idle
-    for ``claim_idle_ms`` are claimed; an entry delivered more than ``max_deliveries`` times is dead-lettered.
+    for ``claim_idle_ms`` are claimed, and so are this consumer's own that the server delivered in a reply lost to
+    a connection failure; an entry delivered more than ``max_deliveries`` times is dead-lettered.
     """
 
     client: redis.Redis
@@ -109,6 +141,15 @@ class GroupReader:
     _next_claim: float = 0.0
     _backoff_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _handed: set[tuple[str, str]] = field(default_factory=set)
+    """(key, id) of the entries :meth:`read` returned and nobody acked or dead-lettered yet: the work in hand. Any
+    other entry pending to this consumer was lost on the way (see :meth:`_claim_idle`)."""
+    _handed_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def keys(self) -> list[str]:
+        """The stream keys being read now."""
+        return list(self._keys)
 
     # -------------------------------------------------------------------------------------------- reading
     def read(self, block_ms: int | None = None) -> list[Entry]:
@@ -129,12 +170,15 @@ class GroupReader:
             return []
         except TRANSIENT_ERRORS as exc:
             self.stats.redis_errors += 1
-            self._backoff_s = min(max(self._backoff_s * 2, 0.1), 5.0)
+            self._backoff_s = min(max(self._backoff_s * 2, 0.1), 1.0)  # cheap to retry: back soon after a restart
             log.warning("redis unavailable (%s); retrying in %.1f s", exc, self._backoff_s)
             time.sleep(self._backoff_s)
             return []
         self._backoff_s = 0.0
-        return self._screen(entries)
+        kept = self._screen(entries)
+        with self._handed_lock:
+            self._handed.update((e.key, e.id) for e in kept)
+        return kept
 
     def _read_once(self, block_ms: int) -> list[Entry]:
         now = time.monotonic()
@@ -175,7 +219,8 @@ class GroupReader:
         return []
 
     def _claim_idle(self) -> list[Entry]:
-        """Entries *other* consumers left pending for claim_idle_ms (they crashed, or hang).
+        """Entries *other* consumers left pending for claim_idle_ms (they crashed, or hang), and this consumer's own
+        that it never handed out: the server delivered them but the reply was lost to a connection failure.
 
         XPENDING's IDLE filter + XCLAIM rather than XAUTOCLAIM, which would also take back this consumer's own
         entries still being worked on. Since 7.0 XCLAIM drops entries trimmed meanwhile from the pending list."""
@@ -184,7 +229,9 @@ class GroupReader:
             idle: list[Any] = self.client.xpending_range(
                 key, self.group, "-", "+", self.count * 4, idle=self.claim_idle_ms
             )
-            ids = [text(p["message_id"]) for p in idle if text(p["consumer"]) != self.consumer][: self.count]
+            with self._handed_lock:
+                mine = {i for k, i in self._handed if k == key}
+            ids = [i for p in idle if (i := text(p["message_id"])) not in mine][: self.count]
             if not ids:
                 continue
             claimed: list[Any] = self.client.xclaim(key, self.group, self.consumer, self.claim_idle_ms, ids)  # type: ignore[arg-type]
@@ -236,6 +283,7 @@ class GroupReader:
                     pipe.xack(key, self.group, *ids)
 
             self._execute(build, transaction=False)
+            self._settled([(k, i) for k, ids in by_key.items() for i in ids])
 
     def messages(self, entries: Iterable[Entry], kind: type[M]) -> list[tuple[Entry, M]]:
         """The entries whose payload decodes as ``kind``, with their message; the others are dead-lettered with
@@ -266,16 +314,23 @@ class GroupReader:
             pipe.xadd(self.dead_key, fields, maxlen=self.dead_maxlen, approximate=True)
             pipe.xack(entry.key, self.group, entry.id)
 
-        self._execute(build)
+        self._execute(build, acks=[entry])
+        self._settled([(entry.key, entry.id)])
         self.stats.dead_lettered += 1
+        DEAD.labels(self.group, entry.key).inc()
 
     def publish_and_ack(
-        self, messages: Sequence[tuple[str, bytes, int]], done: Sequence[Entry], mark: Mark | None = None
+        self,
+        messages: Sequence[tuple[str, bytes, int]],
+        done: Sequence[Entry],
+        mark: Mark | None = None,
+        tally: Tally | None = None,
     ) -> None:
         """XADD every (key, payload, maxlen) and XACK the entries they answer, in one MULTI/EXEC; with ``mark``,
-        also record its members as handled (see :meth:`handled`), in the same transaction."""
+        also record its members as handled (see :meth:`handled`), and with ``tally``, add its counts, in the same
+        transaction."""
         if not messages and not done:
-            return  # a batch of only stale or dead-lettered frames: no round trip
+            return  # a batch of only dead-lettered frames: no round trip
 
         def build(pipe: Any) -> None:
             for key, payload, maxlen in messages:
@@ -284,10 +339,14 @@ class GroupReader:
                 now = time.time()
                 pipe.zadd(mark.key, dict.fromkeys(mark.members, now))
                 pipe.zremrangebyscore(mark.key, "-inf", now - mark.keep_s)  # bounded: old marks go
+            if tally is not None:
+                for name, count in tally.counts.items():
+                    pipe.hincrby(tally.key, name, count)
             for e in done:
                 pipe.xack(e.key, self.group, e.id)
 
-        self._execute(build)
+        self._execute(build, acks=done)
+        self._settled([(e.key, e.id) for e in done])
 
     def handled(self, key: str, members: Sequence[str]) -> set[str]:
         """Which of ``members`` a :class:`Mark` on ``key`` recorded (so a redelivered entry is not acted on twice).
@@ -298,22 +357,38 @@ class GroupReader:
         [scores] = self._execute(lambda pipe: pipe.zmscore(key, list(members)), transaction=False)
         return {m for m, score in zip(members, scores, strict=True) if score is not None}
 
-    def _execute(self, build: Callable[[Any], object], transaction: bool = True) -> list[Any]:
+    def _settled(self, done: Iterable[tuple[str, str]]) -> None:
+        """(key, id) acked or dead-lettered: no longer work in hand."""
+        with self._handed_lock:
+            self._handed.difference_update(done)
+
+    def _execute(
+        self, build: Callable[[Any], object], transaction: bool = True, acks: Sequence[Entry] = ()
+    ) -> list[Any]:
         """Run the commands ``build`` queues, retrying until the server takes them all; returns their replies.
 
         Writes must not be lost to a blip, nor to a full server: the entries they answer stay pending meanwhile,
         so holding here is back-pressure, not loss (the caller's deadline bounds us). Each attempt queues the
         commands afresh: redis-py empties a pipeline when ``execute`` raises.
+
+        ``acks``: the entries a transaction acks. An attempt that failed on the connection may still have been
+        executed, its reply lost (a timeout, a reset after EXEC went out); since a transaction is all or nothing,
+        none of them pending any more means it was, and it is not sent again (which would publish twice). Its
+        replies are then unknown: an empty list is returned.
         """
         delay = 0.1
+        failed = False
         while True:
             pipe = self.client.pipeline(transaction=transaction)
             build(pipe)
             try:
+                if failed and acks and self._ran(acks):
+                    return []
                 with self._lock:
                     replies: list[Any] = pipe.execute()
                 return replies
             except TRANSIENT_ERRORS as exc:
+                failed = True
                 self.stats.redis_errors += 1
                 log.warning("redis write failed (%s); retrying in %.1f s", exc, delay)
             except OutOfMemoryError as exc:  # a transaction's OOM surfaces as its command's error, not EXECABORT
@@ -324,7 +399,20 @@ class GroupReader:
                     str(exc).rsplit("caused error: ", 1)[-1][:200], delay,
                 )  # fmt: skip
             time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 1.0)
+
+    def _ran(self, entries: Sequence[Entry]) -> bool:
+        """Whether a transaction that acks ``entries`` was executed: one of them is still in its stream but no longer
+        pending. Entries gone from their stream (a server restarted without persistence, which lost the
+        transaction too; or trimmed) or a group gone prove nothing: then it is sent again."""
+        pipe = self.client.pipeline(transaction=False)
+        for e in entries:
+            pipe.xrange(e.key, e.id, e.id, count=1)
+            pipe.xpending_range(e.key, self.group, min=e.id, max=e.id, count=1)
+        replies = pipe.execute(raise_on_error=False)
+        if any(isinstance(r, ResponseError) for r in replies):
+            return False  # NOGROUP: the server lost the group, and with it whatever the transaction did
+        return any(bool(kept) and not pending for kept, pending in zip(replies[::2], replies[1::2], strict=True))
 
 
 def group_reader(

@@ -10,11 +10,13 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
+from common import metrics
 from common.keys import Keys
-from common.redis_io import GroupReader
-from common.wire import encode
+from common.redis_io import GroupReader, Tally
+from common.wire import Result, encode
 from detector.pipeline import Pipeline, Predicted
 
 log = logging.getLogger(__name__)
@@ -35,15 +37,31 @@ class Publishing:
         outcome = self.pipeline.finish(predicted)
         for entry, reason in outcome.failed:
             self.reader.dead_letter(entry, reason)
-        self.reader.ack(prepared.stale)  # too old to be worth a result: acked and counted, not inferred
+        # Stale frames (too old to be worth a result) are acked uninferred, and tallied per stream in Redis in the
+        # same transaction, so that every frame read is accounted for.
+        stale = Counter(self.keys.stream_of(e.key) for e in prepared.stale)
         self.reader.publish_and_ack(
             [(self.keys.results(r.stream), encode(r), self.results_maxlen) for _, r in outcome.published],
-            [e for e, _ in outcome.published],
+            [e for e, _ in outcome.published] + prepared.stale,
+            tally=Tally(self.keys.stale(self.reader.group), stale) if stale else None,
         )
+        self._observe(predicted, [r for _, r in outcome.published], stale)
         self.counts["results"] += len(outcome.published)
         self.counts["stale"] += len(prepared.stale)
         self.counts["dead"] += len(outcome.failed)
         self.counts["batches"] += 1
+
+    def _observe(self, predicted: Predicted, results: list[Result], stale: Counter[str]) -> None:
+        pool = self.pipeline.pool.name
+        for r in results:
+            metrics.FRAMES_OUT.labels(pool, r.stream).inc()
+            metrics.END_TO_END.labels(pool).observe(r.timings.end_to_end_ms / 1000)
+        for stream, n in stale.items():
+            metrics.STALE.labels(pool, stream).inc(n)
+        if predicted.outputs is not None:
+            size = len(predicted.prepared.entries)
+            metrics.BATCH_SIZE.labels(pool).observe(size)
+            metrics.INFERENCE.labels(pool).observe(predicted.infer_s * size)
 
 
 class Publisher:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import redis
@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from common.keys import Keys
 from common.redis_io import TRANSIENT_ERRORS
-from common.wire import FIELD, Frame, encode
+from common.wire import FIELD, Frame, WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,10 @@ class Publisher:
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _closing: bool = False
     _in_flight: list[tuple[Frame, int]] = field(default_factory=list)
-    """The batch being sent: off the queue, not yet counted."""
+    """The batch being sent (and an unsure one): off the queue, not yet counted."""
+    _unsure: list[tuple[Frame, int]] = field(default_factory=list)
+    """A batch whose send failed after it may have reached Redis (a timeout, a connection lost before the reply):
+    whether its frames were published is read back from the streams before anything else is sent."""
     _abandoned: bool = False
     _thread: threading.Thread | None = None
     _last_warning: float = 0.0
@@ -102,9 +105,9 @@ class Publisher:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if not self._queue:
-                    return
+                    break
                 batch = [self._queue.popleft() for _ in range(min(self.pipeline, len(self._queue)))]
-                self._in_flight = batch
+                self._in_flight = [*self._in_flight, *batch]
             if self._send(batch):
                 backoff = 0.0
             else:
@@ -112,32 +115,73 @@ class Publisher:
                 with self._cond:
                     if not self._closing:  # closing: no back-off, so close() gets through what is queued
                         self._cond.wait(backoff)
+        if self._unsure:
+            try:
+                self._resolve()
+            except UNREACHABLE as exc:  # unknown for good: counted as dropped
+                self._settle(self._unsure, [exc] * len(self._unsure), f"redis unreachable: {exc}")
 
     def _send(self, batch: list[tuple[Frame, int]]) -> bool:
         """XADD a batch in one round trip; False when Redis could not be reached or refused frames (dropped)."""
+        if self._unsure:
+            try:
+                self._resolve()
+            except UNREACHABLE as exc:  # this batch was not sent: dropped
+                self._settle(batch, [exc] * len(batch), f"redis unreachable: {exc}")
+                return False
         pipe = self.client.pipeline(transaction=False)
         for frame, maxlen in batch:
             pipe.xadd(self.keys.frames(frame.stream), {FIELD: encode(frame)}, maxlen=maxlen, approximate=True)
         try:
             replies: list[object] = pipe.execute(raise_on_error=False)
         except UNREACHABLE as exc:
-            self._settle(batch, [exc] * len(batch), f"redis unreachable: {exc}")
+            # Redis may have taken the frames and the reply been lost: found out before the next send.
+            self._unsure = batch
+            self._warn(f"redis unreachable: {exc}")
             return False
         refused = next((r for r in replies if isinstance(r, RedisError)), None)
         why = f"redis refused frames ({type(refused).__name__}: {refused})" if refused is not None else ""
         self._settle(batch, replies, why)
         return refused is None
 
+    def _resolve(self) -> None:
+        """Count the unsure batch: its frames that their streams hold as published, the others as dropped.
+
+        This publisher is its streams' only writer and has sent nothing since, so a frame of that batch that
+        landed is among the newest entries of its stream (found by stream, seq and capture time)."""
+        batch = self._unsure
+        streams = Counter(frame.stream for frame, _ in batch)
+        pipe = self.client.pipeline(transaction=False)
+        for stream, count in streams.items():
+            pipe.xrevrange(self.keys.frames(stream), count=count)
+        held: set[tuple[str, int, float]] = set()
+        for entries in pipe.execute(raise_on_error=False):
+            if isinstance(entries, Exception):  # refused (a stream of another type?): its frames count as dropped
+                continue
+            for _, fields in entries:
+                try:
+                    frame = decode(fields.get(FIELD.encode()), Frame)
+                except WireError:
+                    continue
+                held.add((frame.stream, frame.seq, frame.capture_ts))
+        self._unsure = []
+        lost = ConnectionError("lost with the connection")
+        self._settle(batch, [b"" if (f.stream, f.seq, f.capture_ts) in held else lost for f, _ in batch], "")
+
     def _settle(self, batch: list[tuple[Frame, int]], replies: list[object], why: str) -> None:
         """Count each frame of the sent batch as published or dropped, in one step with taking it off in-flight."""
         with self._cond:
             if self._abandoned:
                 return  # close() counted this batch already
-            self._in_flight = []
+            settled = {id(item) for item in batch}
+            self._in_flight = [item for item in self._in_flight if id(item) not in settled]
             for (frame, _), reply in zip(batch, replies, strict=True):
                 failed = isinstance(reply, Exception)
                 self.counters[frame.stream].dropped += failed
                 self.counters[frame.stream].published += not failed
+        self._warn(why)
+
+    def _warn(self, why: str) -> None:
         now = time.monotonic()
         if why and now - self._last_warning > 5.0:
             self._last_warning = now

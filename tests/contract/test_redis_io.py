@@ -12,7 +12,7 @@ import redis
 from common.config import RedisConfig
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import GroupReader, connect, ensure_group, stream_keys
+from common.redis_io import GroupReader, Tally, connect, ensure_group, stream_keys
 
 pytestmark = pytest.mark.contract
 
@@ -130,9 +130,12 @@ def test_publish_and_ack_is_one_transaction(client: redis.Redis, prefix: str) ->
     r = reader(client, prefix)
     entries = [e for _ in range(3) for e in r.read()]
     out = Keys(prefix).results("a")
-    r.publish_and_ack([(out, b"r1", 100), (out, b"r2", 100)], entries)
+    tally = Tally(Keys(prefix).stale("detector:p"), {"a": 1})
+    r.publish_and_ack([(out, b"r1", 100), (out, b"r2", 100)], entries, tally=tally)
+    r.publish_and_ack([], entries[:1], tally=tally)
     assert [f[b"msg"] for _, f in client.xrange(out)] == [b"r1", b"r2"]
     assert client.xpending(entries[0].key, "detector:p")["pending"] == 0
+    assert client.hgetall(tally.key) == {b"a": b"2"}
 
 
 def test_a_lost_group_is_recreated(client: redis.Redis, prefix: str) -> None:

@@ -8,11 +8,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -27,6 +25,7 @@ from common.redis_io import connect
 from common.wire import FIELD, Alert, Detection, Frame, Result, Timings, encode
 from sink.sqlite import SqliteStore
 from tests.conftest import ROOT, free_port, reachable
+from tests.servers.webhook import Hook
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -34,32 +33,6 @@ PREFIX = "sinks"
 PG_URL = os.environ.get("STREAMYOLO_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MQTT_HOST = os.environ.get("STREAMYOLO_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("STREAMYOLO_MQTT_PORT", "1883"))
-
-
-class Hook:
-    """A real HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.bodies: list[dict[str, object]] = []
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def push_frames_and_results(client: redis.Redis, labels: list[list[tuple[str, float]]]) -> list[Result]:
@@ -148,7 +121,7 @@ def pg_url() -> Iterator[str | None]:
 
 def test_stores_and_alerts_hold_once_each_through_a_redelivery(tmp_path: Path, pg_url: str | None) -> None:
     mqtt_prefix = f"streamyolo-test-{uuid.uuid4().hex[:8]}" if reachable(MQTT_HOST, MQTT_PORT) else None
-    hook = Hook()
+    hook = Hook().start()
     config = write_config(tmp_path, hook.url, pg_url=pg_url, mqtt_prefix=mqtt_prefix)
     names = ["db", "lines", "watch"] + (["pg"] if pg_url else [])
     keys = Keys(PREFIX)
@@ -205,7 +178,7 @@ def test_stores_and_alerts_hold_once_each_through_a_redelivery(tmp_path: Path, p
         if mqtt_prefix:
             assert_mqtt_state(mqtt_prefix, "off")
         client.close()
-    hook.close()
+    hook.stop()
 
 
 def assert_mqtt_state(prefix: str, expected: str) -> None:
@@ -240,13 +213,13 @@ def test_an_alert_waits_for_its_webhook_and_storage_does_not(tmp_path: Path) -> 
         assert len(db.detections()) == 1
         db.close()
         time.sleep(2)  # a few failed deliveries, backing off
-        hook = Hook(port)
+        hook = Hook(port).start()
         deadline = time.monotonic() + 30
         while not hook.bodies and time.monotonic() < deadline:
             time.sleep(0.1)
         alerts.terminate()
         log = finish(alerts)
-        hook.close()
+        hook.stop()
         assert [Alert.model_validate(b).state for b in hook.bodies] == ["on"]
         assert "retrying in" in log
         assert client.xpending(Keys(PREFIX).alerts("watch"), Keys(PREFIX).action_group("hook"))["pending"] == 0

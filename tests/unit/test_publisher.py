@@ -6,6 +6,10 @@ import threading
 import time
 from typing import Any
 
+import fakeredis
+import pytest
+import redis
+
 from common.keys import Keys
 from common.wire import Frame
 from ingest.publisher import Publisher
@@ -63,3 +67,43 @@ def test_a_close_with_time_enough_publishes_everything_queued() -> None:
         publisher.submit(frame(seq), 100)
     publisher.close(timeout=5)
     assert (counters.published, counters.dropped) == (20, 0)
+
+
+class LostReply:
+    """A real server (fakeredis) on a failing network: the next send is executed (``reaches``) or not, and either
+    way its reply never comes back (a timeout); later sends go through."""
+
+    def __init__(self, reaches: bool) -> None:
+        self.server = fakeredis.FakeRedis()
+        self.reaches = reaches
+        self.failures = 1
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        pipe = self.server.pipeline(transaction=transaction)
+        if self.failures:
+            self.failures -= 1
+            real = pipe.execute
+
+            def lost(raise_on_error: bool = True) -> list[Any]:
+                if self.reaches:
+                    real(raise_on_error)
+                raise redis.TimeoutError("Timeout reading from socket")
+
+            pipe.execute = lost  # type: ignore[method-assign]
+        return pipe
+
+
+@pytest.mark.parametrize("reaches", [True, False])
+def test_a_send_whose_reply_is_lost_counts_what_the_stream_holds(reaches: bool) -> None:
+    client = LostReply(reaches)
+    publisher = Publisher(client, Keys("t"), pipeline=8)  # type: ignore[arg-type]
+    counters = publisher.counter("cam")
+    for seq in range(3):  # queued before it starts: one batch
+        publisher.submit(frame(seq), 100)
+    publisher.start()
+    time.sleep(0.3)  # the first send fails; a back-off
+    publisher.submit(frame(3), 100)  # the next send finds out first
+    publisher.close(timeout=5)
+    landed = 3 if reaches else 0
+    assert client.server.xlen("t:frames:cam") == landed + 1
+    assert (counters.published, counters.dropped) == (landed + 1, 3 - landed)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, cast
 
 import pytest
 
 from common.keys import Keys
-from common.redis_io import Entry, GroupReader
-from common.wire import Result, decode
+from common.redis_io import Entry, GroupReader, Tally
+from common.wire import Frame, Result, decode, encode
 from detector.publishing import Publisher, Publishing
 from tests.unit.test_pipeline import jpeg_entry, make
 
@@ -25,8 +26,12 @@ class RecordingReader:
         self.publishing = threading.Event()  # set while a publish is in progress
         self.calls = 0
         self.fail_on_call = fail_on_call
+        self.group = "detector:p"
+        self.tallies: list[Tally] = []
 
-    def publish_and_ack(self, items: list[tuple[str, bytes, int]], entries: list[Entry]) -> None:
+    def publish_and_ack(
+        self, items: list[tuple[str, bytes, int]], entries: list[Entry], mark: None = None, tally: Tally | None = None
+    ) -> None:
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise ConnectionError("the server went away")
@@ -35,6 +40,7 @@ class RecordingReader:
             assert self.gate.wait(5), "the test never opened the gate"
         self.published.extend((key, payload) for key, payload, _ in items)
         self.acked.extend(e.id for e in entries)
+        self.tallies += [tally] if tally is not None else []
         self.publishing.clear()
 
     def ack(self, entries: list[Entry]) -> None:
@@ -58,6 +64,19 @@ def test_batches_are_published_in_order_and_close_drains_what_is_queued() -> Non
     assert [decode(p, Result).seq for _, p in reader.published] == list(range(12))
     assert reader.acked == [f"1-{i}" for i in range(12)]
     assert pub.counts == {"results": 12, "stale": 0, "dead": 0, "batches": 4}
+
+
+def test_stale_frames_are_acked_with_results_and_tallied_per_stream_in_the_same_call() -> None:
+    reader = RecordingReader()
+    pipeline, _ = make([0], max_age_ms=1000)
+    pub = Publisher(Publishing(pipeline, cast(GroupReader, reader), Keys("t"), 100))
+    old = [decode(jpeg_entry(i).payload, Frame).model_copy(update={"capture_ts": time.time() - 5}) for i in (1, 2)]
+    stale = [Entry("t:frames:cam", f"1-{f.seq}", encode(f)) for f in old]
+    pub.put(pipeline.predict(pipeline.prepare([jpeg_entry(0), *stale])))
+    assert pub.close(5.0)
+    assert reader.calls == 1 and sorted(reader.acked) == ["1-0", "1-1", "1-2"]
+    assert reader.tallies == [Tally("t:stale:detector:p", {"cam": 2})]
+    assert pub.counts == {"results": 1, "stale": 2, "dead": 0, "batches": 1}
 
 
 def test_the_next_batch_is_inferred_while_the_last_one_is_being_published() -> None:
