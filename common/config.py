@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from common.keys import STREAM_NAME_PATTERN
+from common.redact import redact, redact_text
 
 ENV_PREFIX = "STREAMYOLO__"
 
@@ -103,11 +104,27 @@ class RedisConfig(_Strict):
         description="redis://, rediss:// or unix:// URL (password in the URL). None: start an embedded server.",
     )
     socket_timeout_s: float = Field(
-        30.0, ge=1, le=3600, description="Socket timeout; must exceed every blocking read (block_ms)."
+        10.0,
+        ge=1,
+        le=3600,
+        description="Socket timeout: the longest any call waits on a silent network; must exceed every blocking "
+        "read (block_ms).",
     )
     connect_timeout_s: float = Field(5.0, gt=0, le=300, description="Timeout of one connection attempt.")
     retries: int = Field(6, ge=0, le=100, description="Retries with exponential backoff on connection errors.")
     embedded: EmbeddedServerConfig = Field(default_factory=EmbeddedServerConfig)
+    tls_ca_file: ConfigPath | None = Field(
+        None, description="rediss:// only: CA bundle (PEM) the server's certificate must chain to; None: the system's."
+    )
+    tls_cert_file: ConfigPath | None = Field(
+        None, description="rediss:// only: client certificate (PEM) for mutual TLS; needs tls_key_file."
+    )
+    tls_key_file: ConfigPath | None = Field(
+        None, description="rediss:// only: private key (PEM, unencrypted) of tls_cert_file."
+    )
+    tls_check_hostname: bool = Field(
+        True, description="rediss:// only: the server's certificate must name the URL's host."
+    )
 
     @field_validator("url")
     @classmethod
@@ -115,6 +132,25 @@ class RedisConfig(_Strict):
         if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return url
+
+    @property
+    def tls_settings(self) -> list[str]:
+        """The TLS fields set to something other than their default."""
+        return [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(self, name)] + (
+            [] if self.tls_check_hostname else ["tls_check_hostname"]
+        )
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("mutual TLS needs both tls_cert_file and tls_key_file (or neither)")
+        if self.tls_settings and not (self.url or "").startswith("rediss://"):
+            # Silently ignoring them would send the password in clear text to a server meant to be TLS-only.
+            got = "none is set (the embedded server has no TLS)" if self.url is None else "this one is not"
+            raise ValueError(
+                f"TLS settings ({', '.join(self.tls_settings)}) need a rediss:// url (redis.url or REDIS_URL); {got}"
+            )
+        return self
 
 
 class StreamsConfig(_Strict):
@@ -274,7 +310,14 @@ class ModelConfig(_Strict):
         None, description="Anchors file (9 pairs: YOLOv3, 6: tiny). None and no folder: keras-yolo3's defaults."
     )
     classes: ConfigPath | list[str] | None = Field(
-        None, description="Classes file, or the class names in index order; required without a folder."
+        None,
+        description="Classes file, or the class names in index order; required without a folder (with model.onnx, "
+        "the names in the file's metadata by default).",
+    )
+    onnx: ConfigPath | None = Field(
+        None,
+        description="An ONNX export (YOLOv3 heads, or YOLOv5/v8/v11-style outputs); with the onnx engine. It holds "
+        "the weights, so model.folder and model.weights do not go with it.",
     )
     architecture: Literal["auto", "yolov3", "tiny"] = Field(
         "auto", description="auto: from the anchor count (6: tiny), else yolov3."
@@ -289,7 +332,14 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _classes_known(self) -> Self:
-        if self.folder is None and self.classes is None:
+        if self.onnx is not None:
+            # An export's classes may be in its metadata: whether they are is known once the file is read.
+            if self.folder is not None or self.weights is not None:
+                raise ValueError(
+                    "model.onnx holds the weights: remove model.folder and model.weights (give model.classes and "
+                    "model.anchors one by one)"
+                )
+        elif self.folder is None and self.classes is None:
             raise ValueError("give a model folder, or the classes (a file or a list of names)")
         return self
 
@@ -345,7 +395,41 @@ class TorchEngineConfig(_Strict):
     )
 
 
-EngineConfig = Annotated[TensorFlowEngineConfig | TorchEngineConfig, Field(discriminator="kind")]
+class OnnxEngineConfig(_Strict):
+    """An ONNX export (model.onnx) on onnxruntime: CPU, or CUDA / TensorRT with onnxruntime-gpu."""
+
+    kind: Literal["onnx"] = "onnx"
+    gpu: Annotated[int, Field(ge=0, le=255)] | Literal["auto"] | None = Field(
+        "auto",
+        description="CUDA device index; None: CPU; auto: the first GPU when onnxruntime has a GPU provider "
+        "(onnxruntime-gpu), else the CPU.",
+    )
+    providers: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="onnxruntime execution providers in order of preference, e.g. [CUDAExecutionProvider, "
+        "CPUExecutionProvider]; None: TensorRT, then CUDA (those installed, unless gpu is null), then the CPU.",
+    )
+    layout: Literal["auto", "yolov3", "v8", "v5"] = Field(
+        "auto",
+        description="The model's outputs. yolov3: 2 or 3 YOLOv3 heads (NCHW or NHWC); v8 (YOLOv8/v11): one "
+        "[batch, 4 + classes, boxes] of cx, cy, w, h in input pixels and class scores; v5: one "
+        "[batch, boxes, 5 + classes] of cx, cy, w, h, objectness and class scores; auto: from the output shapes.",
+    )
+    threads: int = Field(
+        0, ge=0, le=256, description="Intra-op threads on the CPU; 0: onnxruntime's default (one per core)."
+    )
+
+    @model_validator(mode="after")
+    def _gpu_providers_need_a_gpu(self) -> Self:
+        gpu_providers = [p for p in self.providers or [] if p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")]
+        if self.gpu is None and gpu_providers:
+            raise ValueError(f"engine.providers names {', '.join(gpu_providers)} but engine.gpu is null (the CPU)")
+        return self
+
+
+EngineConfig = Annotated[TensorFlowEngineConfig | TorchEngineConfig | OnnxEngineConfig, Field(discriminator="kind")]
 
 
 class PoolConfig(ConsumerConfig):
@@ -372,6 +456,17 @@ class PoolConfig(ConsumerConfig):
     inference_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="An inference running longer restarts the engine (the watchdog)."
     )
+
+    @model_validator(mode="after")
+    def _onnx_model_needs_onnx_engine(self) -> Self:
+        if self.engine.kind == "onnx" and self.model.onnx is None:
+            raise ValueError("engine.kind onnx needs model.onnx: the .onnx file to run")
+        if self.model.onnx is not None and self.engine.kind != "onnx":
+            raise ValueError(
+                f"model.onnx needs engine.kind: onnx (the {self.engine.kind} engine builds the network from "
+                "TrainYourOwnYOLO weights files)"
+            )
+        return self
 
 
 class DetectorConfig(_Strict):
@@ -505,8 +600,31 @@ class AlertSinkConfig(ConsumerConfig):
         return self
 
 
+class WebSinkConfig(_Strict):
+    """A live web view: each stream's latest frame with its boxes drawn, recent detections, fps and latency.
+
+    Not a consumer group: it follows the result streams with plain XREAD (like ``sink tail``), so it never takes
+    results from the other sinks, and nothing waits on it."""
+
+    kind: Literal["web"] = "web"
+    name: Name = Field(description="Sink name (for --sink).")
+    streams: StreamPatterns = ["*"]
+    host: str = Field(
+        "127.0.0.1",
+        pattern=r"^[A-Za-z0-9.:\-]{1,253}$",
+        description="Address to serve on; the page has no login, so 0.0.0.0 shows the streams to the whole network.",
+    )
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to serve on.")
+    history: int = Field(50, ge=1, le=10_000, description="Recent detections kept (and listed) per stream.")
+    window_s: float = Field(10.0, ge=1, le=3600, description="fps and latency are over the results of this window.")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of the frames served.")
+    block_ms: int = Field(1000, ge=1, le=600_000, description="Longest blocking read of the result streams.")
+    rescan_s: float = Field(5.0, gt=0, le=3600, description="How often stream patterns are re-resolved.")
+
+
 SinkConfig = Annotated[
-    JsonlSinkConfig | SqliteSinkConfig | PostgresSinkConfig | AlertSinkConfig, Field(discriminator="kind")
+    JsonlSinkConfig | SqliteSinkConfig | PostgresSinkConfig | AlertSinkConfig | WebSinkConfig,
+    Field(discriminator="kind"),
 ]
 StoreSinkConfig = JsonlSinkConfig | SqliteSinkConfig | PostgresSinkConfig
 
@@ -518,7 +636,9 @@ class StackConfig(_Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     sinks: Annotated[list[SinkConfig], _unique_names("sink")] = Field(
-        default_factory=list, max_length=64, description="Sinks, each its own consumer group on the results."
+        default_factory=list,
+        max_length=64,
+        description="Sinks, each its own consumer group on the results (a web view reads them without one).",
     )
 
     @model_validator(mode="after")
@@ -614,8 +734,18 @@ def _describe(err: Mapping[str, Any], root: yaml.Node | None, source: str, env: 
     loc: Sequence[Any] = err["loc"]
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "<root>"
     message = err["msg"]
-    if err.get("type") not in ("missing", "extra_forbidden") and "input" in err:
-        shown = repr(err["input"])
+    value, kind = err.get("input"), str(err.get("type"))
+    # Values are shown with URL passwords hidden, headers (tokens) never, and a section (which could hold either)
+    # only by its type, when that is the error.
+    shown = None
+    if kind not in ("missing", "extra_forbidden") and "input" in err and "headers" not in loc:
+        if isinstance(value, str):
+            shown = repr(redact_text(redact(value)))
+        elif isinstance(value, int | float | bool | None):
+            shown = repr(value)
+        elif kind.endswith("_type"):
+            shown = f"a {type(value).__name__}"
+    if shown is not None:
         message += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
     for fields, variable in env.items():
         if tuple(str(p) for p in loc[: len(fields)]) == fields:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import redis
 
-from common.config import ConfigError, StackConfig, load_config
+from common.config import ConfigError, ConsumerConfig, StackConfig, load_config
 from common.embedded import redis_url
 from common.keys import Keys, matches
+from common.redact import redact
 from common.redis_io import TRANSIENT_ERRORS, connect, stream_keys
 from common.service import EXIT_CONFIG, Shutdown
 
@@ -57,7 +58,12 @@ def backlog(cfg: StackConfig, client: redis.Redis) -> int:
             keys.frames(""),
             {keys.detector_group(p.name): p.streams for p in cfg.detector.pools},
         ),
-        (keys.results_pattern(), keys.results(""), {keys.sink_group(s.name): s.streams for s in cfg.sinks}),
+        # A web view has no group: nothing is queued for it, so nothing waits on it.
+        (
+            keys.results_pattern(),
+            keys.results(""),
+            {keys.sink_group(s.name): s.streams for s in cfg.sinks if isinstance(s, ConsumerConfig)},
+        ),
     )
     total = 0
     for pattern, head, groups in stages:
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, cmd in commands(cfg, args.config).items():
                 # Own sessions: a terminal's Ctrl-C reaches only the launcher, which stops the stack in order.
                 procs[name] = subprocess.Popen([sys.executable, "-m", *cmd], env=env, start_new_session=True)
-            log.info("started %s on %s", ", ".join(procs), url)
+            log.info("started %s on %s", ", ".join(procs), redact(url))
             return _supervise(cfg, url, procs, shutdown, args.duration, args.drain)
         finally:
             _kill(procs.values())  # never leave orphans behind, whatever happened above

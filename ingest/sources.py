@@ -29,6 +29,7 @@ from common.config import (
     SyntheticSourceConfig,
     WebcamSourceConfig,
 )
+from common.redact import redact as _redact
 
 
 class SourceError(RuntimeError):
@@ -44,6 +45,8 @@ class Source(Protocol):
     """Frames arrive in real time and must be drained (cameras); otherwise they are read on demand (files)."""
     fps: float | None
     """Native frame rate, when known."""
+    total: int | None
+    """Frames one pass holds, when known and finite (files, image folders): for progress bars."""
 
     def grab(self) -> float | None: ...
 
@@ -68,6 +71,7 @@ class SyntheticSource:
     """Moving labelled shapes, fully determined by the seed and the frame index (so tests can score)."""
 
     live = False
+    total: int | None = None  # endless
 
     def __init__(self, cfg: SyntheticSourceConfig) -> None:
         self.cfg = cfg
@@ -187,6 +191,8 @@ class CaptureSource:
             raise SourceError(f"cannot open {what}")
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else None
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.total = count if not live and not loop and count > 0 else None
         self._index = -1
         self._offset = 0.0  # media time of the loops already played
 
@@ -238,6 +244,7 @@ class ImagesSource:
         self._files = sorted(p for p in folder.glob(cfg.pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self._files:
             raise SourceError(f"image folder {folder} has no images matching {cfg.pattern!r}")
+        self.total = None if cfg.loop else len(self._files)
         self._index = -1
 
     def grab(self) -> float | None:
@@ -295,13 +302,3 @@ def _webcam(cfg: WebcamSourceConfig) -> Source:
             params += [prop, int(value)]
     what = f"webcam {cfg.index} (/dev/video{cfg.index}: is it present and not in use?)"
     return CaptureSource(cfg.index, what, live=True, api=cv2.CAP_V4L2, params=params)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest.split("/", 1)[0]:
-        return url
-    credentials, _, host = rest.partition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"

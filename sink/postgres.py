@@ -17,6 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from common.config import PostgresSinkConfig
+from common.redact import redact_text
 from common.wire import Result
 from sink.sql import (
     DETECTION_COLUMNS,
@@ -135,6 +136,8 @@ class PostgresStore(DetectionQueries):
             raise StoreError(
                 f"cannot connect to {self.where}: {exc}; check the sink's url and that the server is up"
             ) from exc
+        except psycopg.ProgrammingError as exc:  # a malformed URL, which libpq's message quotes, password and all
+            raise StoreError(f"{self.where}: {redact_text(str(exc)).strip()}; fix the sink's url") from None
         try:
             if self._schema is not None:
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))

@@ -69,10 +69,10 @@ def test_each_error_names_the_field_and_its_line() -> None:
 
 
 def test_a_missing_field_points_at_its_parent_and_an_unknown_kind_is_named() -> None:
-    text = "detector:\n  pools:\n    - name: p\n      engine: {kind: onnx}\n"
+    text = "detector:\n  pools:\n    - name: p\n      engine: {kind: openvino}\n"
     problems = errors(text, environ={})
     assert any(p.startswith("stack.yaml:3: detector.pools[0].model: Field required") for p in problems)
-    assert any("stack.yaml:4: detector.pools[0].engine" in p and "onnx" in p for p in problems)
+    assert any("stack.yaml:4: detector.pools[0].engine" in p and "openvino" in p for p in problems)
 
 
 def test_yaml_syntax_errors_and_non_mappings_are_config_errors() -> None:
@@ -83,7 +83,7 @@ def test_yaml_syntax_errors_and_non_mappings_are_config_errors() -> None:
 def test_socket_timeout_must_exceed_every_blocking_read() -> None:
     text = GOOD.replace("model: {classes", "block_ms: 40000\n      model: {classes")
     assert any(
-        "socket_timeout_s (30.0) must exceed the longest block_ms (40000 ms)" in p for p in errors(text, environ={})
+        "socket_timeout_s (10.0) must exceed the longest block_ms (40000 ms)" in p for p in errors(text, environ={})
     )
 
 
@@ -162,3 +162,67 @@ def test_every_service_has_help(service: str) -> None:
     )
     assert run.returncode == 0
     assert "--config" in run.stdout
+
+
+# ---------------------------------------------------------------------------------------------------- TLS, secrets
+TLS = (
+    "redis:\n  url: {url}\n  tls_ca_file: pki/ca.crt\n  tls_cert_file: pki/client.crt\n  tls_key_file: pki/client.key\n"
+)
+
+
+def test_tls_settings_load_with_a_rediss_url_and_their_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "stack.yaml"
+    path.write_text(TLS.format(url="rediss://svc:pw@redis.example:6380/0"))
+    redis_cfg = load_config(path, environ={}).redis
+    assert redis_cfg.tls_ca_file == tmp_path / "pki/ca.crt"
+    assert (redis_cfg.tls_cert_file, redis_cfg.tls_key_file) == (
+        tmp_path / "pki/client.crt",
+        tmp_path / "pki/client.key",
+    )
+    assert redis_cfg.tls_check_hostname is True
+    # The URL may come from the environment (compose): the file holds the certificates.
+    cfg = parse_config("redis: {tls_ca_file: ca.crt}\n", environ={"REDIS_URL": "rediss://h:6380"})
+    assert cfg.redis.tls_ca_file is not None and cfg.redis.tls_ca_file.name == "ca.crt"
+
+
+@pytest.mark.parametrize("url", ["redis://svc:pw@h:6379/0", "unix:///run/redis.sock", None])
+def test_tls_settings_are_refused_without_a_rediss_url(url: str | None) -> None:
+    text = TLS.format(url=url) if url else TLS.replace("  url: {url}\n", "")
+    (problem,) = errors(text, environ={})
+    assert (
+        "stack.yaml:2: redis: Value error, TLS settings (tls_ca_file, tls_cert_file, tls_key_file) need a " in problem
+    )
+    assert "rediss:// url" in problem and "pw" not in problem
+    (problem,) = errors("redis: {url: 'redis://h', tls_check_hostname: false}\n", environ={})
+    assert "(tls_check_hostname) need a rediss:// url" in problem
+
+
+def test_mutual_tls_needs_both_the_certificate_and_its_key() -> None:
+    for dropped in ("  tls_key_file: pki/client.key\n", "  tls_cert_file: pki/client.crt\n"):
+        text = TLS.format(url="rediss://h").replace(dropped, "")
+        assert any("needs both tls_cert_file and tls_key_file" in p for p in errors(text, environ={}))
+
+
+def test_config_errors_never_show_a_password_or_a_header() -> None:
+    secret = "hunter2-s3cret"
+    bad = [
+        (f"redis: {{url: 'http://svc:{secret}@h:6379'}}\n", {}, "(got 'http://svc:***@h:6379')"),
+        ("", {"REDIS_URL": f"redi://svc:{secret}@h"}, "environment REDIS_URL: redis.url:"),
+        (f"redis: {{url: 'redis://svc:{secret}@h', tls_ca_file: ca.crt}}\n", {}, "redis: Value error, TLS"),
+        (f"sinks: [{{kind: postgres, name: p, url: 'mysql://u:{secret}@h/db'}}]\n", {}, "'mysql://u:***@h/db'"),
+        (
+            "ingest: {cameras: [{name: c, source: {kind: rtsp, url: 'http://admin:" + secret + "@cam/1'}}]}\n",
+            {},
+            "'http://admin:***@cam/1'",
+        ),
+        (
+            "sinks: [{kind: alert, name: a, rules: [{name: r, actions: [x]}], actions: {x: {kind: webhook, "
+            f"url: 'https://h', headers: 'Bearer {secret}'}}}}}}]\n",
+            {},
+            "headers: Input should be a valid dictionary",
+        ),
+    ]
+    for text, environ, shown in bad:
+        problems = errors(text, environ=environ)
+        assert any(shown in p for p in problems), problems
+        assert not any(secret in p for p in problems), problems
