@@ -29,28 +29,16 @@ class ModelSpec:
     seed: int
     resize: Literal["pil", "opencv"] = "pil"
     width: float = 1.0  # tiny's width multiplier, read from the weights file
+    onnx: Path | None = None  # an ONNX export, for the onnx engine (it holds the weights)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> ModelSpec:
         """Resolve and cross-check the files; raises ModelFileError naming the file and the problem."""
+        if cfg.onnx is not None:
+            return cls._from_onnx(cfg, cfg.onnx)
         weights, anchors_path, classes_src = _locate(cfg)
-        classes = tuple(read_classes(classes_src) if isinstance(classes_src, Path) else classes_src)
-        if not classes:
-            raise ValueError("model.classes is empty: list at least one class name")
-        if anchors_path is not None:
-            anchors = read_anchors(anchors_path)
-            arch = architecture_for(anchors)
-            if cfg.architecture not in ("auto", arch):
-                raise ModelFileError(
-                    anchors_path,
-                    f"{len(anchors)} anchors mean {arch}, but model.architecture is {cfg.architecture}",
-                    "fix one of the two",
-                )
-            arch_source = f"the anchors file {anchors_path} ({len(anchors)} anchors)"
-        else:
-            arch = "yolov3" if cfg.architecture == "auto" else cfg.architecture
-            anchors = DEFAULT_ANCHORS[arch]
-            arch_source = f"model.architecture ({cfg.architecture})"
+        classes = _class_names(classes_src)
+        arch, anchors, arch_source = _anchors(cfg, anchors_path, "yolov3")
         width = 1.0
         if weights is not None:
             info = inspect_weights(weights)
@@ -69,6 +57,53 @@ class ModelSpec:
                     "use the classes file the model was trained with",
                 )
         return cls(arch, anchors, classes, cfg.input_size, weights, cfg.seed, cfg.resize, width)
+
+    @classmethod
+    def _from_onnx(cls, cfg: ModelConfig, path: Path) -> ModelSpec:
+        """An ONNX export: classes from model.classes, else its metadata; its input size when the file fixes it."""
+        try:
+            from detector.engines.onnx import describe  # onnxruntime: only for ONNX models
+        except ImportError as exc:
+            raise ModelFileError(path, f"reading it needs onnxruntime ({exc})", "install the onnx extra") from None
+        model = describe(path)
+        if cfg.classes is not None:
+            classes = _class_names(cfg.classes)
+        else:
+            names = model.class_names
+            if names is None:
+                raise ModelFileError(
+                    path, "has no class names in its metadata ('names')", "set model.classes to a file or a list"
+                )
+            classes = tuple(names)
+        size = model.input_size or cfg.input_size
+        if model.input_size is not None and "input_size" in cfg.model_fields_set and cfg.input_size != size:
+            raise ModelFileError(
+                path, f"takes {size} px images, model.input_size is {cfg.input_size}", "remove model.input_size"
+            )
+        # Anchors only matter to an export of YOLOv3 heads: two heads mean tiny YOLOv3.
+        arch, anchors, _ = _anchors(cfg, cfg.anchors, "tiny" if len(model.outputs) == 2 else "yolov3")
+        return cls(arch, anchors, classes, size, None, cfg.seed, cfg.resize, onnx=path)
+
+
+def _class_names(source: Path | list[str]) -> tuple[str, ...]:
+    classes = tuple(read_classes(source) if isinstance(source, Path) else source)
+    if not classes:
+        raise ValueError("model.classes is empty: list at least one class name")
+    return classes
+
+
+def _anchors(cfg: ModelConfig, path: Path | None, auto: Architecture) -> tuple[Architecture, np.ndarray, str]:
+    """(architecture, anchors, where the architecture came from): the anchors file's count decides, else
+    model.architecture, ``auto`` standing for what the model's files imply."""
+    if path is not None:
+        anchors = read_anchors(path)
+        arch = architecture_for(anchors)
+        if cfg.architecture not in ("auto", arch):
+            problem = f"{len(anchors)} anchors mean {arch}, but model.architecture is {cfg.architecture}"
+            raise ModelFileError(path, problem, "fix one of the two")
+        return arch, anchors, f"the anchors file {path} ({len(anchors)} anchors)"
+    arch = auto if cfg.architecture == "auto" else cfg.architecture
+    return arch, DEFAULT_ANCHORS[arch], f"model.architecture ({cfg.architecture})"
 
 
 def _locate(cfg: ModelConfig) -> tuple[Path | None, Path | None, Path | list[str]]:

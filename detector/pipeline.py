@@ -25,7 +25,7 @@ from common.wire import Detection, Frame, Result, Timings, WireError, decode
 from detector.engines import DeviceBatch, Engine
 from detector.model import ModelSpec
 from detector.watchdog import InferenceTimeoutError
-from detector.yolo.postprocess import Detections, letterbox_into
+from detector.yolo.postprocess import Detections, decode_boxes, letterbox_into
 from detector.yolo.postprocess import decode as decode_heads
 
 log = logging.getLogger(__name__)
@@ -218,16 +218,13 @@ class Pipeline:
         if predicted.outputs is None:
             return Outcome([], prepared.failed)
         t1 = time.perf_counter()
-        found = decode_heads(
-            predicted.outputs,
-            self.spec.anchors,
-            len(self.spec.classes),
-            self.spec.input_size,
-            [(f.image_width, f.image_height) for f in prepared.frames],
-            score_threshold=self._floor,
-            iou_threshold=self.pool.iou_threshold,
-            max_per_class=self.pool.max_per_class,
-        )
+        sizes = [(f.image_width, f.image_height) for f in prepared.frames]
+        cuts = (self._floor, self.pool.iou_threshold, self.pool.max_per_class)
+        layout, num_classes, size = self.engine.output_layout, len(self.spec.classes), self.spec.input_size
+        if layout == "yolov3":
+            found = decode_heads(predicted.outputs, self.spec.anchors, num_classes, size, sizes, *cuts)
+        else:  # boxes the network decoded itself (an ONNX export of YOLOv5/v8/v11)
+            found = decode_boxes(predicted.outputs, layout, num_classes, size, sizes, *cuts)
         n = len(prepared.entries)
         post_s = (time.perf_counter() - t1) / n
         now = time.time()

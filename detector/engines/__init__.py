@@ -13,6 +13,7 @@ import numpy as np
 
 from common.config import EngineConfig
 from detector.model import ModelSpec
+from detector.yolo.postprocess import OutputLayout
 
 
 class EngineError(RuntimeError):
@@ -46,6 +47,11 @@ class Engine(Protocol):
         ...
 
     @property
+    def output_layout(self) -> OutputLayout:
+        """What ``predict`` returns: YOLOv3 heads, or one tensor of boxes (see ``postprocess.OutputLayout``)."""
+        ...
+
+    @property
     def loads_images(self) -> bool:
         """True when the pipeline should hand frames to ``load`` undecoded (decode + letterbox on the device)."""
         ...
@@ -55,8 +61,8 @@ class Engine(Protocol):
         ...
 
     def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
-        """Raw YOLO head outputs (NHWC, float32 or float16) for a letterboxed RGB batch (B, S, S, 3): uint8 0-255, or
-        float32 already divided by 255; or for what ``load`` returned."""
+        """Raw YOLO head outputs (NHWC, float32 or float16; or what ``output_layout`` says) for a letterboxed RGB
+        batch (B, S, S, 3): uint8 0-255, or float32 already divided by 255; or for what ``load`` returned."""
         ...
 
 
@@ -66,6 +72,10 @@ def create_engine(cfg: EngineConfig, spec: ModelSpec, max_batch: int | None = No
         from detector.engines.tensorflow import TensorFlowEngine
 
         return TensorFlowEngine(cfg, spec)
+    if cfg.kind == "onnx":
+        from detector.engines.onnx import OnnxEngine
+
+        return OnnxEngine(cfg, spec)
     from detector.engines.torch import TorchEngine
 
     return TorchEngine(cfg, spec, max_batch)

@@ -22,6 +22,7 @@ import numpy as np
 from common.config import TensorFlowEngineConfig
 from detector.engines import DeviceBatch, EngineError, Image
 from detector.model import ModelSpec
+from detector.yolo.postprocess import OutputLayout
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def _quiet_native_stderr(hush: bool) -> Iterator[None]:
 
 class TensorFlowEngine:
     name = "tensorflow"
+    output_layout: OutputLayout = "yolov3"
     loads_images = False  # frames are decoded and letterboxed on the CPU, by the pipeline
 
     def __init__(self, cfg: TensorFlowEngineConfig, spec: ModelSpec) -> None:

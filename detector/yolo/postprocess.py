@@ -19,6 +19,10 @@ from PIL import Image
 
 FloatArray = npt.NDArray[np.float32]
 
+OutputLayout = Literal["yolov3", "v8", "v5"]
+"""What an engine's outputs are: YOLOv3 heads (NHWC, for :func:`decode`), or one tensor of boxes the network
+has decoded itself, YOLOv8/v11-style or YOLOv5-style (for :func:`decode_boxes`)."""
+
 # Which anchors (rows of the anchors file) each head uses, heads in output order (stride 32 first).
 # Tiny's [1, 2, 3] (not [0, 1, 2]) is keras-yolo3's own choice; TYOY models were trained with it.
 ANCHOR_MASKS: dict[str, list[list[int]]] = {
@@ -308,3 +312,62 @@ def _select(
         scores=np.concatenate(out_scores).astype(np.float32, copy=False),
         classes=np.concatenate(out_classes),
     )
+
+
+def decode_boxes(
+    outputs: Sequence[np.ndarray],
+    layout: Literal["v8", "v5"],
+    num_classes: int,
+    input_size: int,
+    image_sizes: Sequence[tuple[int, int]],
+    score_threshold: float = 0.3,
+    iou_threshold: float = 0.45,
+    max_per_class: int = 20,
+) -> list[Detections]:
+    """Per-image detections from one output of boxes the network decoded itself (Ultralytics-style exports).
+
+    ``v8`` (YOLOv8, v11): (B, 4 + C, N), per box cx, cy, w, h in letterboxed input pixels, then C class scores;
+    ``v5``: (B, N, 5 + C), cx, cy, w, h, objectness, C class scores, a class's score being objectness × class
+    score. Boxes go back through the letterbox (:func:`letterbox_geometry`, the one the frames were put through)
+    to original image pixels; then the same per-class threshold, NMS and clipping as :func:`decode`, so a box may
+    be kept for more than one class, as there.
+    """
+    if len(outputs) != 1:
+        raise ValueError(f"a {layout} model has one output, got {len(outputs)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    raw = np.asarray(outputs[0])
+    batch = len(image_sizes)
+    fields = (4 if layout == "v8" else 5) + num_classes
+    axis = 1 if layout == "v8" else 2
+    if raw.ndim != 3 or raw.shape[0] != batch or raw.shape[axis] != fields:
+        shape = f"({batch}, {fields}, boxes)" if layout == "v8" else f"({batch}, boxes, {fields})"
+        raise ValueError(
+            f"a {layout} output for {batch} image(s) and {num_classes} classes has shape {shape}, got "
+            f"{raw.shape}: check the classes and engine.layout"
+        )
+    rows = (raw.transpose(0, 2, 1) if layout == "v8" else raw).astype(np.float32, copy=False)  # (B, N, fields)
+    scores = rows[..., 4:] if layout == "v8" else rows[..., 5:] * rows[..., 4:5]
+    thr = np.float32(score_threshold)
+    found = []
+    for b, (w, h) in enumerate(image_sizes):
+        if w <= 0 or h <= 0:
+            raise ValueError(f"image_sizes[{b}] must be a positive (width, height), got {(w, h)}")
+        keep = np.max(scores[b], axis=1) >= thr  # only boxes some class keeps go on to NMS
+        cx, cy, bw, bh = rows[b, keep, :4].T
+        nw, nh, dx, dy = letterbox_geometry(w, h, input_size)
+        sx, sy, two = np.float32(w / nw), np.float32(h / nh), np.float32(2)
+        x, y, half_w, half_h = (cx - dx) * sx, (cy - dy) * sy, bw * sx / two, bh * sy / two
+        corners = np.stack([x - half_w, y - half_h, x + half_w, y + half_h], axis=-1)
+        found.append(
+            _select(
+                boxes=corners.astype(np.float32, copy=False),
+                scores=scores[b, keep],
+                image_size=(w, h),
+                threshold=thr,
+                iou_threshold=iou_threshold,
+                max_per_class=max_per_class,
+                clip=True,
+            )
+        )
+    return found

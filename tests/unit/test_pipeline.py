@@ -17,6 +17,7 @@ from detector.engines import DeviceBatch, Image
 from detector.model import ModelSpec
 from detector.pipeline import Pipeline
 from detector.watchdog import Watchdog
+from detector.yolo.postprocess import OutputLayout
 
 SIZE = 64
 CLASSES = ["cat", "NULL"]
@@ -28,6 +29,7 @@ class ScriptedEngine:
     name = "scripted"
     device = "cpu"
     loads_images = False
+    output_layout: OutputLayout = "yolov3"
 
     def __init__(self, hits: list[int], class_logit: float = 20.0) -> None:
         self.hits = hits

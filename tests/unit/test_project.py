@@ -21,15 +21,15 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 def test_the_base_install_never_pulls_a_framework() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = " ".join(project["dependencies"]).lower()
-    assert "tensorflow" not in base and "torch" not in base and "keras" not in base
+    assert "tensorflow" not in base and "torch" not in base and "keras" not in base and "onnx" not in base
     assert "opencv-python-headless" in base
 
 
-def test_ingest_sinks_and_the_detector_loop_never_import_tensorflow_or_torch() -> None:
+def test_ingest_sinks_and_the_detector_loop_never_import_a_framework() -> None:
     code = (
         "import sys, ingest.worker, ingest.__main__, sink.worker, sink.__main__, detector.worker, "
         "detector.pipeline, detector.__main__, common.launcher\n"
-        "print(sorted(m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules))"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'onnxruntime') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
