@@ -31,15 +31,14 @@ from common.config import (
     SnapshotActionConfig,
     WebhookActionConfig,
 )
+from common.redact import redact_text
 from common.wire import Alert, Frame
+from sink.draw import draw_detections, frame_image  # shared with the web view
 
 alert_log = logging.getLogger("sink.alerts")
 
 FetchFrame = Callable[[str, str], Frame | None]
 """(stream, frame id) -> the frame, or None when it is no longer in the frames stream."""
-
-BOX_COLOUR = (0, 0, 255)
-"""BGR colour of the boxes and label backgrounds drawn on snapshots."""
 
 _TRANSIENT_HTTP = frozenset({408, 429})
 
@@ -80,11 +79,15 @@ class WebhookAction:
         except httpx.TimeoutException:
             raise DeliveryError(f"{where}: no answer within {self._cfg.timeout_s} s", transient=True) from None
         except httpx.TransportError as exc:
-            raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}", transient=True) from None
+            raise DeliveryError(f"{where}: {type(exc).__name__}: {redact_text(str(exc))}", transient=True) from None
         if response.is_success:
             return
         status = response.status_code
-        body = response.text.strip()[:200]
+        body = response.text.strip()
+        for secret in self._cfg.headers.values():
+            if len(secret) >= 4:  # an endpoint that echoes the request must not put its token in our messages
+                body = body.replace(secret, "***")
+        body = body[:200]
         raise DeliveryError(
             f"{where}: HTTP {status} {response.reason_phrase}" + (f": {body}" if body else ""),
             transient=status >= 500 or status in _TRANSIENT_HTTP,
@@ -230,40 +233,12 @@ class SnapshotAction:
         """Nothing to release."""
 
 
-def draw_detections(image: np.ndarray, alert: Alert) -> None:
-    """Draw the alert's boxes (original-frame pixels, scaled to the image) with label and score, in place."""
-    h, w = image.shape[:2]
-    sx, sy = w / alert.width, h / alert.height
-    thickness = max(2, round(min(w, h) / 240))
-    scale = max(0.4, min(w, h) / 800)
-    for det in alert.detections:
-        x1, y1, x2, y2 = det.box
-        p1 = (round(x1 * sx), round(y1 * sy))
-        p2 = (round(x2 * sx), round(y2 * sy))
-        cv2.rectangle(image, p1, p2, BOX_COLOUR, thickness)
-        text = f"{det.label} {det.score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        # The label sits above the box, or inside it when the box touches the top edge.
-        top = p1[1] - th - base if p1[1] - th - base >= 0 else p1[1]
-        cv2.rectangle(image, (p1[0], top), (p1[0] + tw, top + th + base), BOX_COLOUR, cv2.FILLED)
-        cv2.putText(image, text, (p1[0], top + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-
-
 def _decode(frame: Frame, where: str) -> np.ndarray:
     """The frame's image as a writable BGR array; an image that cannot be decoded is a permanent failure."""
-    if frame.encoding == "jpeg":
-        image: np.ndarray | None = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DeliveryError(f"{where}: the JPEG image cannot be decoded", transient=False)
-        return image
-    expected = frame.image_width * frame.image_height * 3
-    if len(frame.data) != expected:
-        raise DeliveryError(
-            f"{where}: bgr8 image holds {len(frame.data)} bytes, {frame.image_width}x{frame.image_height} needs "
-            f"{expected}",
-            transient=False,
-        )
-    return np.frombuffer(frame.data, np.uint8).reshape(frame.image_height, frame.image_width, 3).copy()
+    try:
+        return frame_image(frame)
+    except ValueError as exc:
+        raise DeliveryError(f"{where}: {exc}", transient=False) from None
 
 
 def _safe(part: str) -> str:

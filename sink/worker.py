@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import socket
 
-from common.config import AlertSinkConfig, StoreSinkConfig
+from common import metrics
+from common.config import AlertSinkConfig, StoreSinkConfig, WebSinkConfig
 from common.keys import Keys
 from common.redis_io import GroupReader, connect, group_reader
 from common.service import Context
@@ -24,12 +25,17 @@ log = logging.getLogger(__name__)
 def run(ctx: Context) -> int:
     cfg = ctx.config
     sink = cfg.sink(ctx.args.sink)
+    if isinstance(sink, WebSinkConfig):  # no consumer group: it follows the streams like `sink tail`
+        from sink.web import serve  # here, so that the other sinks need no web server's imports
+
+        return serve(ctx, sink)
     keys = Keys(cfg.streams.prefix)
     client = connect(ctx.redis_url, cfg.redis)
     consumer = ctx.args.consumer or socket.gethostname()
     reader = group_reader(
         client, keys, "results", keys.sink_group(sink.name), consumer, sink, sink.batch, cfg.streams.dead_maxlen
     )
+    metrics.register(metrics.GroupCollector(client, reader.group, lambda: reader.keys, keys.stream_of))
     log.info("sink %s (%s): reading %s", sink.name, sink.kind, sink.streams)
     if isinstance(sink, AlertSinkConfig):
         deliveries = start_deliveries(client, keys, sink, consumer, cfg.streams.dead_maxlen)
@@ -61,6 +67,8 @@ def store_results(ctx: Context, sink: StoreSinkConfig, reader: GroupReader) -> s
             if good and (n := write(store, [r for _, r in good], ctx)) is not None:
                 stored += n
                 reader.ack([e for e, _ in good])
+                for _, r in good:
+                    metrics.STORED.labels(sink.name, r.stream).inc()
             ctx.bounds.count(len(entries))
     finally:
         store.close()

@@ -19,7 +19,6 @@ import pytest
 from common.config import LogActionConfig, MqttActionConfig, SnapshotActionConfig, WebhookActionConfig
 from common.wire import Alert, Detection, Frame
 from sink.actions import (
-    BOX_COLOUR,
     DeliveryError,
     LogAction,
     MqttAction,
@@ -27,6 +26,7 @@ from sink.actions import (
     WebhookAction,
     create_action,
 )
+from sink.draw import BOX_COLOUR
 from tests.conftest import free_port
 
 CAPTURE_TS = 1_700_000_000.5

@@ -1,0 +1,246 @@
+"""The web view's state and app, without a server: rates and latency from results on a fake clock, the API's
+answers (unknown streams, refused names), and frames drawn with their boxes (read back through fakeredis)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import textwrap
+
+import cv2
+import fakeredis
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from common.config import ConfigError, WebSinkConfig, parse_config
+from common.keys import Keys
+from common.wire import FIELD, Detection, Frame, Result, Timings, encode
+from sink.alerting import frame_fetcher
+from sink.draw import BOX_COLOUR
+from sink.web import View, create_app
+
+PREFIX = "webt"
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def result(
+    stream: str = "cam1",
+    seq: int = 0,
+    *,
+    e2e_ms: float = 10.0,
+    labels: tuple[str, ...] = ("circle",),
+    frame_id: str | None = None,
+    capture_ts: float | None = None,
+) -> Result:
+    return Result(
+        frame_id=frame_id or f"{1700000000000 + seq}-0", stream=stream, seq=seq,
+        capture_ts=T0 + seq * 0.1 if capture_ts is None else capture_ts, width=640, height=480, pool="main",
+        replica="r0", engine="torch", device="cpu", batch_size=1, published_ts=T0 + 1,
+        timings=Timings(queue_ms=1, decode_ms=1, inference_ms=5, postprocess_ms=1, end_to_end_ms=e2e_ms),
+        detections=[Detection(label=label, class_id=0, score=0.9, box=(100, 100, 300, 300)) for label in labels],
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- view
+def test_fps_and_latency_percentiles_come_from_the_results_of_the_window() -> None:
+    clock = Clock()
+    view = View(window_s=10, history=50, clock=clock)
+    for seq in range(10):  # 10 frames captured 0.1 s apart: 10 fps; latencies 10, 20, ... 100 ms
+        view.add(result(seq=seq, e2e_ms=10.0 * (seq + 1)))
+        clock.now += 0.05  # arrival spacing does not matter: the stream's own capture clock does
+    (s,) = view.summary()
+    assert s["name"] == "cam1" and s["results"] == 10 and s["seq"] == 9
+    assert s["fps"] == pytest.approx(10.0)
+    assert s["latency_p50_ms"] == 50.0  # nearest rank: the 5th of 10
+    assert s["latency_p99_ms"] == 100.0
+    clock.now += 10.1  # every result is now older than the window: nothing to rate
+    (s,) = view.summary()
+    assert s["fps"] == 0.0 and s["latency_p50_ms"] is None and s["latency_p99_ms"] is None
+    assert s["seq"] == 9 and s["results"] == 10  # the latest frame is still shown
+
+
+def test_a_single_result_has_a_latency_but_no_rate_and_streams_are_apart() -> None:
+    view = View(window_s=10, history=50, clock=Clock())
+    view.add(result("b", 0, e2e_ms=42))
+    for seq in range(3):
+        view.add(result("a", seq, e2e_ms=5))
+    by_name = {s["name"]: s for s in view.summary()}
+    assert list(by_name) == ["a", "b"] and view.names() == ["a", "b"]
+    assert by_name["b"]["fps"] == 0.0 and by_name["b"]["latency_p50_ms"] == 42.0
+    assert by_name["a"]["fps"] == pytest.approx(10.0) and by_name["a"]["latency_p99_ms"] == 5.0
+    assert view.take_arrivals() == 4 and view.take_arrivals() == 0
+
+
+def test_results_read_back_at_start_show_a_frame_but_count_in_no_rate() -> None:
+    view = View(window_s=10, history=50, clock=Clock())
+    view.add(result(seq=7), live=False)
+    (s,) = view.summary()
+    assert s["seq"] == 7 and s["results"] == 0 and s["latency_p50_ms"] is None
+    assert view.take_arrivals() == 0
+
+
+def test_detections_are_newest_first_and_bounded_and_an_older_result_never_replaces_the_latest() -> None:
+    view = View(window_s=10, history=4, clock=Clock())
+    view.add(result(seq=0, labels=("circle", "square")))
+    view.add(result(seq=1, labels=("triangle", "square", "circle")))
+    view.add(result(seq=2, labels=()))
+    rows = view.detections("cam1")
+    assert [(d["seq"], d["label"]) for d in rows] == [(1, "circle"), (1, "square"), (1, "triangle"), (0, "square")]
+    assert rows[0]["box"] == [100, 100, 300, 300] and rows[0]["frame_id"] == "1700000000001-0"
+    view.add(result(seq=1, capture_ts=T0))  # a replica publishing late
+    latest = view.latest("cam1")
+    assert latest is not None and latest.seq == 2
+    with pytest.raises(KeyError):
+        view.detections("nope")
+
+
+def test_a_result_whose_stream_name_could_not_be_a_key_is_skipped() -> None:
+    view = View(window_s=10, history=4, clock=Clock())
+    view.add(result(stream="a:b"))
+    view.add(result(stream="<script>"))
+    assert view.names() == []
+
+
+# ---------------------------------------------------------------------------------------------------- app
+def jpeg_frame(stream: str = "cam1") -> Frame:
+    """A 640x480 camera frame carried as a 320x240 image of flat grey."""
+    image = np.full((240, 320, 3), 128, np.uint8)
+    return Frame(
+        stream=stream, seq=0, capture_ts=T0, width=640, height=480, encoding="jpeg", image_width=320,
+        image_height=240, data=cv2.imencode(".jpg", image)[1].tobytes(),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fake() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def app_with(fake: fakeredis.FakeRedis, view: View) -> TestClient:
+    return TestClient(create_app(view, frame_fetcher(fake, Keys(PREFIX)), jpeg_quality=95))
+
+
+def push_frame(fake: fakeredis.FakeRedis, stream: str = "cam1") -> str:
+    return fake.xadd(Keys(PREFIX).frames(stream), {FIELD: encode(jpeg_frame(stream))}).decode()
+
+
+def close_to(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) -> bool:
+    return bool(np.all(np.abs(pixel.astype(int) - np.array(colour)) <= tolerance))
+
+
+def test_the_frame_is_served_with_its_boxes_drawn_read_back_from_the_frames_stream(fake: fakeredis.FakeRedis) -> None:
+    view = View(window_s=10, history=50)
+    frame_id = push_frame(fake)
+    view.add(result(frame_id=frame_id))
+    with app_with(fake, view) as http:
+        response = http.get("/api/streams/cam1/frame.jpg")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert response.headers["x-frame-id"] == frame_id and response.headers["cache-control"] == "no-store"
+    image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (240, 320, 3)
+    # The box (100, 100)-(300, 300) of the 640x480 frame is (50, 50)-(150, 150) in the 320x240 image.
+    assert close_to(image[100, 50], BOX_COLOUR) and close_to(image[150, 100], BOX_COLOUR)
+    assert close_to(image[100, 100], (128, 128, 128)) and close_to(image[200, 250], (128, 128, 128))
+
+
+def test_a_frame_trimmed_away_leaves_the_last_one_drawn_or_a_404(fake: fakeredis.FakeRedis) -> None:
+    view = View(window_s=10, history=50)
+    view.add(result(seq=0, frame_id="1-0"))  # its frame was never (or is no longer) in the frames stream
+    with app_with(fake, view) as http:
+        gone = http.get("/api/streams/cam1/frame.jpg")
+        assert gone.status_code == 404 and "no frame" in gone.text
+        first = push_frame(fake)
+        view.add(result(seq=1, frame_id=first))
+        assert http.get("/api/streams/cam1/frame.jpg").headers["x-frame-id"] == first
+        view.add(result(seq=2, frame_id="2-0"))
+        assert http.get("/api/streams/cam1/frame.jpg").headers["x-frame-id"] == first
+
+
+def test_a_frame_that_cannot_be_decoded_is_missing_not_a_server_error(fake: fakeredis.FakeRedis) -> None:
+    view = View(window_s=10, history=50)
+    bad = jpeg_frame().model_copy(update={"data": b"\xff\xd8 not a jpeg"})
+    view.add(result(frame_id=fake.xadd(Keys(PREFIX).frames("cam1"), {FIELD: encode(bad)}).decode()))
+    view.add(result("cam2", frame_id=fake.xadd(Keys(PREFIX).frames("cam2"), {FIELD: b"junk"}).decode()))
+    with app_with(fake, view) as http:
+        assert http.get("/api/streams/cam1/frame.jpg").status_code == 404
+        assert http.get("/api/streams/cam2/frame.jpg").status_code == 404
+
+
+def test_streams_and_detections_as_json(fake: fakeredis.FakeRedis) -> None:
+    view = View(window_s=7, history=50)
+    view.add(result("cam1", 0, labels=("square",)))
+    view.add(result("cam1", 1, labels=("<b>x</b>",)))
+    view.add(result("cam2", 0, labels=()))
+    with app_with(fake, view) as http:
+        listed = http.get("/api/streams").json()
+        dets = http.get("/api/streams/cam1/detections").json()
+    assert listed["window_s"] == 7
+    assert [(s["name"], s["detections"], s["results"]) for s in listed["streams"]] == [("cam1", 1, 2), ("cam2", 0, 1)]
+    assert dets["stream"] == "cam1" and [d["label"] for d in dets["detections"]] == ["<b>x</b>", "square"]
+
+
+@pytest.mark.parametrize("path", ["detections", "frame.jpg"])
+def test_unknown_streams_are_404_and_names_that_are_not_stream_names_are_refused_before_any_lookup(path: str) -> None:
+    view = View(window_s=10, history=50)
+    view.add(result("cam1"))
+    calls: list[tuple[str, str]] = []
+
+    def fetch(stream: str, frame_id: str) -> Frame | None:
+        calls.append((stream, frame_id))
+        return None
+
+    with TestClient(create_app(view, fetch)) as http:
+        assert http.get(f"/api/streams/cam9/{path}").status_code == 404
+        for bad in ("a:b", "*", ".x", "-x", "%2A", "a%20b", "x" * 129):
+            response = http.get(f"/api/streams/{bad}/{path}")
+            assert response.status_code == 400 and response.text == "not a stream name", bad
+        for elsewhere in ("a%2Fb", ".."):  # neither is one path segment: no route matches
+            assert http.get(f"/api/streams/{elsewhere}/{path}").status_code == 404
+    assert all(stream == "cam1" for stream, _ in calls)
+
+
+def test_the_page_allows_only_its_own_inline_script_and_style(fake: fakeredis.FakeRedis) -> None:
+    with app_with(fake, View(window_s=10, history=50)) as http:
+        page = http.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for anchor in ('id="streams"', 'id="frame"', 'id="fps"', 'id="latency-p99"', 'id="detections-body"'):
+        assert anchor in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere (no CDN)
+    csp = page.headers["content-security-policy"]
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        body = re.search(rf"<{tag}>(.*)</{tag}>", page.text, re.S)
+        assert body is not None
+        digest = base64.b64encode(hashlib.sha256(body.group(1).encode()).digest()).decode()
+        assert f"{directive} 'sha256-{digest}'" in csp, f"the page's {tag} would be blocked by its own policy"
+    assert "default-src 'none'" in csp and "unsafe-inline" not in csp
+    assert ".textContent" in page.text and ".innerHTML" not in page.text  # labels and names are never markup
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def test_the_web_sink_config_has_defaults_and_bounds() -> None:
+    cfg = parse_config("sinks: [{kind: web, name: view}]", environ={})
+    web = cfg.sink("view")
+    assert isinstance(web, WebSinkConfig)
+    assert (web.host, web.port, web.streams, web.history, web.window_s) == ("127.0.0.1", 8080, ["*"], 50, 10.0)
+    bad = textwrap.dedent("""\
+        sinks:
+          - {kind: web, name: view, port: 70000, history: 0, group: x}
+          - {kind: web, name: other, host: "a b"}
+        """)
+    with pytest.raises(ConfigError) as err:
+        parse_config(bad, source="s.yaml", environ={})
+    text = "\n".join(err.value.problems)
+    for field in ("sinks[0].web.port", "sinks[0].web.history", "sinks[0].web.group", "sinks[1].web.host"):
+        assert field in text
+    with pytest.raises(ConfigError, match="must exceed the longest block_ms"):
+        parse_config("redis: {socket_timeout_s: 2}\nsinks: [{kind: web, name: v, block_ms: 5000}]", environ={})
