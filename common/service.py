@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from common.config import ConfigError, StackConfig, load_config
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, RedisError
+
+from common import metrics
+from common.config import ConfigError, RedisConfig, StackConfig, load_config
 from common.embedded import redis_url
+from common.redact import redact
+from common.redis_io import connect
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +131,32 @@ class Heartbeat:
 
     path: Path
     every_s: float = 1.0
-    _last: float = 0.0
+    _last: float | None = None  # not 0.0: the monotonic clock may start near 0 (a host up for less than every_s)
 
     def beat(self) -> None:
         now = time.monotonic()
-        if now - self._last >= self.every_s:
+        if self._last is None or now - self._last >= self.every_s:
             self._last = now
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.touch()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (ISO 8601, UTC), level, service, pid, logger, message, and the traceback."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "service": self.service, "pid": record.process, "logger": record.name,
+            "message": record.getMessage(),
+        }  # fmt: skip
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 Run = Callable[[Context], int]
@@ -160,20 +186,59 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--drain", type=float, default=10.0, metavar="S", help="longest drain on shutdown (10)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING...")
     p.add_argument(
+        "--log-format", choices=["text", "json"], default=os.environ.get("LOG_FORMAT", "text"),
+        help="text lines, or one JSON object a line for a log collector (env LOG_FORMAT)",
+    )  # fmt: skip
+    p.add_argument(
         "--health-file", type=Path, default=os.environ.get("STREAMYOLO_HEALTH_FILE") or None, metavar="FILE",
         help="touch FILE every second while the loop runs, for a healthcheck (env STREAMYOLO_HEALTH_FILE)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("STREAMYOLO_METRICS_PORT") or 0), metavar="PORT",
+        help="serve Prometheus metrics on PORT (env STREAMYOLO_METRICS_PORT; 0: none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-host", default=os.environ.get("STREAMYOLO_METRICS_HOST", "127.0.0.1"), metavar="HOST",
+        help="address the metrics are served on (127.0.0.1; 0.0.0.0 in a container)",
     )  # fmt: skip
     return p
 
 
+def redis_refusal(url: str, cfg: RedisConfig) -> str | None:
+    """Why the server turns this client away for good (credentials, ACL, TLS), or None: it answered, or cannot be
+    reached now (outages are the worker loops' to retry). One attempt, so that a wrong password stops the start at
+    once, saying so, instead of being retried as an outage forever."""
+    for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(cfg, name)
+        if path is not None and not path.is_file():
+            return f"redis.{name}: no such file: {path}"
+    where = redact(url)
+    client = connect(url, cfg.model_copy(update={"retries": 0}))
+    try:
+        client.ping()
+    except (AuthenticationError, AuthorizationError, NoPermissionError) as exc:
+        return f"{where} refused this client: {exc} (check the user and password in redis.url or REDIS_URL, the ACL)"
+    except RedisError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # a certificate refused by either side: retrying cannot help
+            return f"TLS with {where} failed: {exc} (check redis.tls_ca_file, tls_cert_file and tls_key_file)"
+    finally:
+        client.close()
+    return None
+
+
 def main(prog: str, arg_parser: argparse.ArgumentParser, run: Run, check: Check | None = None) -> int:
-    """Parse, load and check the config (exit 2 on errors), then run with signals installed."""
+    """Parse, load and check the config, and that Redis takes this client's credentials and certificates (exit 2 on
+    errors), then run with signals installed."""
     args = arg_parser.parse_args()
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s {prog}[%(process)d] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(prog) if args.log_format == "json"
+        else logging.Formatter(f"%(asctime)s {prog}[%(process)d] %(levelname)s %(name)s: %(message)s")
+    )  # fmt: skip
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -191,5 +256,15 @@ def main(prog: str, arg_parser: argparse.ArgumentParser, run: Run, check: Check 
     shutdown = Shutdown(drain_s=args.drain).install()
     bounds = Bounds(max_frames=args.max_frames, duration_s=args.duration, until_idle_s=args.until_idle)
     with redis_url(config) as url:
+        refusal = redis_refusal(url, config.redis)
+        if refusal is not None:
+            log.error("%s", refusal)
+            return EXIT_CONFIG
         heartbeat = Heartbeat(args.health_file) if args.health_file else None
+        try:
+            metrics.serve(args.metrics_port, args.metrics_host)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%d: %s (choose another --metrics-port)", args.metrics_host,
+                      args.metrics_port, exc)  # fmt: skip
+            return EXIT_CONFIG
         return run(Context(config, args, url, shutdown, bounds, heartbeat))

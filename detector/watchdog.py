@@ -11,6 +11,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 
 from detector.engines import DeviceBatch, Engine, Image
+from detector.yolo.postprocess import OutputLayout
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,17 @@ class Watchdog:
         return self._engine.device
 
     @property
+    def output_layout(self) -> OutputLayout:
+        return self._engine.output_layout
+
+    @property
     def loads_images(self) -> bool:
         return self._engine.loads_images
+
+    def memory_bytes(self) -> int | None:
+        """GPU memory the engine holds, when it runs on a GPU and can tell (an optional engine method)."""
+        measure = getattr(self._engine, "memory_bytes", None)
+        return measure() if measure is not None else None
 
     def load(self, images: Sequence[Image]) -> DeviceBatch:
         # Not on the watched thread: a load is a decode and a copy, and runs on the feeder, beside inference.

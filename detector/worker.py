@@ -6,10 +6,12 @@ import logging
 import socket
 import time
 
+from common import metrics
 from common.keys import Keys
 from common.redis_io import connect, group_reader
 from common.service import Context
 from detector.batcher import Batcher, Feeder
+from detector.beacon import Beacon, replica_info
 from detector.engines import create_engine
 from detector.model import ModelSpec
 from detector.pipeline import Pipeline
@@ -39,6 +41,10 @@ def run(ctx: Context) -> int:
     reader = group_reader(client, keys, "frames", group, replica, pool, pool.max_batch, cfg.streams.dead_maxlen)
     feeder = Feeder(Batcher(reader, pool.max_batch, pool.max_wait_ms), pipeline, pool.decode_threads)
     publisher = Publisher(Publishing(pipeline, reader, keys, cfg.streams.results_maxlen))
+    metrics.register(metrics.GroupCollector(client, group, lambda: reader.keys, keys.stream_of))
+    beacon = Beacon(
+        client, keys.replicas(group), replica, lambda: replica_info(pool.name, engine, publisher.counts)
+    ).start()
     log.info("pool %s replica %s on %s: reading %s", pool.name, replica, engine.device, pool.streams)
     ctx.bounds.restart()
     next_stats = time.monotonic() + STATS_EVERY_S
@@ -56,6 +62,7 @@ def run(ctx: Context) -> int:
     if not publisher.close(max(0.0, drain_until - time.monotonic())):
         log.warning("results of the last batch not published within the drain time: they stay pending")
     log.info("stopping (%s); %s; engine restarts %d; %s", why, publisher.counts, engine.restarts, reader.stats)
+    beacon.close()
     engine.close()
     client.close()
     return 0

@@ -13,6 +13,10 @@ def main() -> int:
     p.add_argument(
         "--camera", action="append", metavar="NAME", help="serve only this camera (repeatable; default: all)"
     )
+    p.add_argument(
+        "--progress", choices=["auto", "always", "never"], default="auto",
+        help="progress bars for file and image-folder cameras on stderr (auto: when it is a terminal)",
+    )  # fmt: skip
     p.epilog = "--max-frames applies per camera. SIGHUP reloads the config: cameras are added, removed or restarted."
     return service.main("ingest", p, run, check)
 

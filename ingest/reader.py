@@ -47,6 +47,8 @@ class CameraReader:
     stop: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
     """The source ended (or max_frames was reached): the reader will not reopen it."""
+    total: int | None = None
+    """Frames the open source holds, when it knows (a file, an image folder)."""
     _seq: int = 0
     _thread: threading.Thread | None = None
 
@@ -71,6 +73,7 @@ class CameraReader:
             except SourceError as exc:
                 self._failed(counters, f"{exc}")
                 continue
+            self.total = source.total
             try:
                 self.finished = self._pump(source, counters)
             except SourceError as exc:

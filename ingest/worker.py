@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
+from common import metrics
 from common.config import CameraConfig, ConfigError, StackConfig, load_config
 from common.keys import Keys
 from common.redis_io import connect
 from common.service import Context
+from ingest.progress import FileProgress
 from ingest.publisher import Publisher
 from ingest.reader import Backoff, CameraReader
 
@@ -81,15 +84,20 @@ class Fleet:
 
 def run(ctx: Context) -> int:
     cfg = ctx.config
-    # Ingest must never wait on Redis: one quick attempt, and the publisher drops and counts what cannot go.
-    client = connect(ctx.redis_url, cfg.redis.model_copy(update={"retries": 0, "socket_timeout_s": 5.0}))
+    # Ingest must never wait on Redis: one quick attempt, and the publisher drops and counts what cannot go. The
+    # socket timeout is capped at 5 s, never raised above the configured one.
+    timeout = min(cfg.redis.socket_timeout_s, 5.0)
+    client = connect(ctx.redis_url, cfg.redis.model_copy(update={"retries": 0, "socket_timeout_s": timeout}))
     publisher = Publisher(client, Keys(cfg.streams.prefix), cfg.ingest.queue_size, cfg.ingest.pipeline).start()
     fleet = Fleet(publisher, cfg, ctx.args.max_frames)
+    metrics.register(metrics.IngestCollector(lambda: dict(publisher.counters)))
     fleet.apply(cfg, selected(cfg, ctx.args.camera))
     ctx.bounds.max_frames = None  # ingest applies --max-frames per camera
     reload = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     log.info("ingesting %d cameras", len(fleet.readers))
+    wanted = ctx.args.progress == "always" or (ctx.args.progress == "auto" and sys.stderr.isatty())
+    progress = FileProgress(publisher) if wanted else None
     next_stats = time.monotonic() + cfg.ingest.stats_interval_s
     while (why := ctx.stop_reason()) is None and fleet.active():
         if reload.is_set():
@@ -98,10 +106,14 @@ def run(ctx: Context) -> int:
         if time.monotonic() >= next_stats:
             next_stats += fleet.config.ingest.stats_interval_s
             fleet.log_stats()
+        if progress is not None:
+            progress.update(fleet.readers)
         ctx.shutdown.wait(0.2)
     log.info("stopping: %s", why or "every source has ended")
     fleet.stop(ctx.shutdown.drain_s / 2)
     publisher.close(ctx.shutdown.drain_s / 2)  # in-flight frames are published
+    if progress is not None:
+        progress.close(fleet.readers)
     fleet.log_stats()
     client.close()
     return 0

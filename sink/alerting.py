@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from common import metrics
 from common.config import AlertSinkConfig
 from common.keys import Keys
 from common.redis_io import Entry, GroupReader, Mark, read_entry, stream_reader
@@ -53,6 +54,8 @@ class Raiser:
         self.counts["results"] += len(good) - len(seen)
         self.counts["again"] += len(seen)
         self.counts["alerts"] += len(alerts)
+        for a in alerts:
+            metrics.ALERTS.labels(self.cfg.name, a.rule).inc()
 
 
 class Delivery:
@@ -96,15 +99,19 @@ class Delivery:
             except DeliveryError as exc:
                 if not exc.transient:
                     self.reader.dead_letter(entry, f"action {self.action.name}: {exc}")
+                    metrics.DELIVERIES.labels(self.action.name, "refused").inc()
                     return True
+                metrics.DELIVERIES.labels(self.action.name, "retried").inc()
                 log.warning("action %s: %s; retrying in %.1f s", self.action.name, exc, delay)
             except Exception as exc:  # a bug or bad data in one alert must not stop the action for good
                 log.exception("action %s failed on alert %s", self.action.name, entry.id)
                 self.reader.dead_letter(entry, f"action {self.action.name}: {type(exc).__name__}: {exc}")
+                metrics.DELIVERIES.labels(self.action.name, "failed").inc()
                 return True
             else:
                 self.reader.ack([entry])
                 self.delivered += 1
+                metrics.DELIVERIES.labels(self.action.name, "delivered").inc()
                 return True
             if self.stop.wait(delay):
                 return False

@@ -25,7 +25,7 @@ import numpy as np
 from common.config import TorchEngineConfig
 from detector.engines import DeviceBatch, EngineError, Image
 from detector.model import ModelSpec
-from detector.yolo.postprocess import letterbox_geometry
+from detector.yolo.postprocess import OutputLayout, letterbox_geometry
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def buckets_for(buckets: Sequence[int], max_batch: int | None) -> list[int]:
 
 class TorchEngine:
     name = "torch"
+    output_layout: OutputLayout = "yolov3"
 
     def __init__(self, cfg: TorchEngineConfig, spec: ModelSpec, max_batch: int | None = None) -> None:
         import torch
@@ -116,6 +117,12 @@ class TorchEngine:
             total = torch.cuda.get_device_properties(self._device).total_memory
             block = torch.empty(int(total * cfg.memory_fraction * 0.9), dtype=torch.uint8, device=self._device)
             del block
+
+    def memory_bytes(self) -> int | None:
+        """GPU memory held by torch's caching allocator for this engine's device (None on the CPU)."""
+        import torch
+
+        return int(torch.cuda.memory_reserved(self._device)) if self._device.type == "cuda" else None
 
     def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
         torch = self._torch

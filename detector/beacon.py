@@ -1,0 +1,61 @@
+"""A detector replica's beacon: every few seconds it writes what it is (device, engine, GPU memory, counts) to a
+hash in Redis, so that ``python -m common.status`` can show the replicas without reaching into each process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from common import metrics
+from detector.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+EVERY_S = 5.0
+
+
+def replica_info(pool: str, engine: Watchdog, counts: dict[str, int]) -> dict[str, Any]:
+    """What a replica announces; also keeps the GPU-memory gauge current."""
+    held = engine.memory_bytes()
+    if held is not None:
+        metrics.GPU_MEMORY.labels(pool, engine.device).set(held)
+    return {"device": engine.device, "engine": engine.name, "gpu_memory_mb": None if held is None else held >> 20,
+            "engine_restarts": engine.restarts, **counts}  # fmt: skip
+
+
+class Beacon:
+    """Writes ``info()`` (plus the time) under ``member`` of the hash ``key`` every ``EVERY_S`` seconds, on a daemon
+    thread; a Redis outage only skips beats."""
+
+    def __init__(self, client: redis.Redis, key: str, member: str, info: Callable[[], dict[str, Any]]) -> None:
+        self.client, self.key, self.member, self.info = client, key, member, info
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="beacon", daemon=True)
+
+    def start(self) -> Beacon:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.client.hset(self.key, self.member, json.dumps({**self.info(), "ts": time.time()}))
+            except redis.RedisError as exc:
+                log.debug("beacon skipped: %s", exc)
+            if self._stop.wait(EVERY_S):
+                return
+
+    def close(self) -> None:
+        """Stop, and take this replica off the hash (a clean stop is not a dead replica)."""
+        self._stop.set()
+        self._thread.join(5.0)
+        try:
+            self.client.hdel(self.key, self.member)
+        except redis.RedisError as exc:
+            log.debug("beacon not removed: %s", exc)
