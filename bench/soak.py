@@ -175,7 +175,9 @@ def main() -> None:
     stored = stored_rows(folder)
 
     def mean_rss(name: str, lo: float, hi: float) -> float:
-        picked = [s["rss_mb"][name] for s in samples if lo * duration <= s["t_s"] <= hi * duration]
+        picked = [
+            s["rss_mb"][name] for s in samples if lo * duration <= s["t_s"] <= hi * duration and s["rss_mb"][name] > 0
+        ]  # 0: it had exited
         return statistics.mean(picked) if picked else float("nan")
 
     growth = {

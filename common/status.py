@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,19 +139,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     client = connect(url, cfg.redis)
     console = Console()
+    stop = threading.Event()  # Ctrl-C ends it between two looks, never inside redis-py
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         before = look(client, cfg)
         if args.once:
-            time.sleep(args.interval)
+            stop.wait(args.interval)
             console.print(tables(cfg, before, look(client, cfg)))
             return 0
         with Live(console=console, auto_refresh=False) as live:
-            while True:
-                time.sleep(args.interval)
+            while not stop.wait(args.interval):
                 now = look(client, cfg)
                 live.update(tables(cfg, before, now), refresh=True)
                 before = now
-    except KeyboardInterrupt:
         return 0
     except redis.RedisError as exc:
         print(f"redis at {redact(url)}: {exc}", file=sys.stderr)

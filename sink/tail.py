@@ -10,7 +10,9 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import zlib
 from collections.abc import Iterable
 from datetime import datetime
@@ -119,9 +121,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     client = connect(url, redis_cfg)
+    # Ctrl-C and SIGTERM end the tail between two reads: a KeyboardInterrupt raised inside redis-py could leave its
+    # connection pool's lock held, and the close below would then wait for it forever.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         client.ping()  # a wrong URL fails here, at once, rather than being retried forever while tailing
-        results = subscribe(client, prefix, args.streams, from_start=args.from_start)
+        results = subscribe(client, prefix, args.streams, from_start=args.from_start, stop=stop)
         _print(results if args.count is None else itertools.islice(results, args.count), args.json)
     except RedisError as exc:
         print(f"cannot read from Redis ({exc}): check --redis-url, REDIS_URL or redis.url", file=sys.stderr)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -51,6 +53,13 @@ def test_metrics_status_and_json_logs_of_a_running_stack(tmp_path: Path) -> None
             cwd=ROOT, env={**os.environ, "REDIS_URL": server.url, "COLUMNS": "200"}, capture_output=True, check=False,
             text=True, timeout=60,
         )  # fmt: skip
+        live = subprocess.Popen(
+            [sys.executable, "-m", "common.status", "--config", str(config), "--interval", "0.5"], cwd=ROOT,
+            env={**os.environ, "REDIS_URL": server.url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(3)
+        live.send_signal(signal.SIGINT)
+        live_out, live_err = live.communicate(timeout=10)  # Ctrl-C ends the live table at once, with 0
         for name in ("ingest", "detector", "sink"):
             assert procs.wait(name, 120) == 0, procs.tail(name)
 
@@ -67,6 +76,7 @@ def test_metrics_status_and_json_logs_of_a_running_stack(tmp_path: Path) -> None
     assert value(detector, "streamyolo_gpu_memory_bytes", pool="main", device="cpu") is None  # CPU: no such gauge
 
     assert status.returncode == 0, status.stderr
+    assert live.returncode == 0 and "detector replicas" in live_out, live_err
     table = status.stdout
     assert "streams" in table and "detector replicas" in table, table
     rows = {line.split("│")[1].strip(): line for line in table.splitlines() if line.count("│") > 3}
