@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from rich.progress import track
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -120,7 +121,7 @@ def main() -> None:
     frames = 400 if args.quick else 1600
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="demobench") as tmp:
-        for engine, engine_yaml in ENGINES.items():
+        for engine, engine_yaml in track(list(ENGINES.items()), description="engines"):
             row: dict[str, Any] = {"engine": engine, "model_only_img_per_s": model_only(engine, 5.0)}
             model = f"{{folder: {MODEL}, input_size: 256}}"
             for replicas in (1, 2):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
+from rich.progress import track
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -135,14 +136,13 @@ def main() -> None:
     seconds = 3.0 if args.quick else 10.0
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="detbench") as tmp:
-        for arch in ARCHS:
-            for batch in BATCHES:
-                frames = {"yolov3": 16, "tiny": 160}[arch] * (1 if args.quick else 2)
-                row = {"model": f"{arch}-416", "batch": batch}
-                row["model_only"] = model_only(arch, batch, seconds)
-                row["through_redis"] = through_redis(arch, batch, max(frames, 3 * batch), Path(tmp))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        for arch, batch in track([(a, b) for a in ARCHS for b in BATCHES], description="model x batch"):
+            frames = {"yolov3": 16, "tiny": 160}[arch] * (1 if args.quick else 2)
+            row = {"model": f"{arch}-416", "batch": batch}
+            row["model_only"] = model_only(arch, batch, seconds)
+            row["through_redis"] = through_redis(arch, batch, max(frames, 3 * batch), Path(tmp))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     print(f"\n{'model':<12}{'batch':>6}{'model img/s':>13}{'redis frames/s':>16}{'infer ms/f':>12}{'decode ms':>11}")
     for r in rows:
         red = r["through_redis"]

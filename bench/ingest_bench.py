@@ -36,6 +36,7 @@ import cv2
 import imageio_ffmpeg
 import redis
 from redis.exceptions import ResponseError
+from rich.progress import track
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -288,7 +289,7 @@ def main() -> None:
             inputs[res] = make_video(videos[res], width, height, bitrate)
             print(f"input {res}: {json.dumps(inputs[res])}", flush=True)
         with EmbeddedServer(tmp / "b.sock", EmbeddedServerConfig(maxmemory_mb=4096)) as server:
-            for res, video in videos.items():
+            for res, video in track(list(videos.items()), description="throughput"):
                 for n in (1, 2):
                     label = f"throughput-{res}-{n}cam"
                     row = run_scenario(
@@ -305,7 +306,7 @@ def main() -> None:
                     )
                     throughput.append({"scenario": label, "input": res, **row})
                     print(json.dumps(throughput[-1]), flush=True)
-            for res, video in videos.items():
+            for res, video in track(list(videos.items()), description="memory"):
                 rss: dict[int, dict[str, Any]] = {}
                 for n in (1, 6):
                     label = f"memory-{res}-{n}cam"
