@@ -36,8 +36,7 @@ from bench.gpu_bench import rss_mb  # noqa: E402
 from bench.machine import cpu_machine  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
-from common.metrics import group_info  # noqa: E402
-from common.redis_io import connect  # noqa: E402
+from common.redis_io import connect, group_info  # noqa: E402
 from common.wire import Result, decode  # noqa: E402
 
 PREFIX = "soak"

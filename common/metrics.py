@@ -8,13 +8,16 @@ from Redis (XINFO GROUPS) when the endpoint is scraped, so they are never stale 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import redis
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from common.redis_io import GroupReader
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +67,11 @@ class IngestCollector(Collector):
 
 
 class GroupCollector(Collector):
-    """``streamyolo_consumer_lag`` and ``streamyolo_consumer_pending`` of one consumer group, per stream, read
-    from Redis at each scrape."""
+    """``streamyolo_consumer_lag`` and ``streamyolo_consumer_pending`` of a reader's consumer group, per stream it
+    reads, from Redis (XINFO GROUPS) at each scrape."""
 
-    def __init__(self, client: redis.Redis, group: str, keys: Callable[[], Iterable[str]],
-                 stream_of: Callable[[str], str]) -> None:  # fmt: skip
-        self.client, self.group, self.keys, self.stream_of = client, group, keys, stream_of
+    def __init__(self, reader: GroupReader, stream_of: Callable[[str], str]) -> None:
+        self.reader, self.stream_of = reader, stream_of
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         lag = GaugeMetricFamily("streamyolo_consumer_lag", "Entries not yet read by the group.", labels=["group",
@@ -78,31 +80,17 @@ class GroupCollector(Collector):
             "streamyolo_consumer_pending", "Entries read, not yet acked.", labels=["group", "stream"]
         )
         try:
-            for key in self.keys():
-                info = group_info(self.client, key, self.group)
+            for key in self.reader.keys:
+                info = self.reader.group_info(key)
                 if info is not None:
                     stream = self.stream_of(key)
                     if info["lag"] is not None:
-                        lag.add_metric([self.group, stream], info["lag"])
-                    pending.add_metric([self.group, stream], info["pending"])
+                        lag.add_metric([self.reader.group, stream], info["lag"])
+                    pending.add_metric([self.reader.group, stream], info["pending"])
         except redis.RedisError as exc:  # a scrape during an outage shows the gauges missing, not an error page
             log.debug("metrics: cannot read consumer groups: %s", exc)
         yield lag
         yield pending
-
-
-def group_info(client: redis.Redis, key: str, group: str) -> dict[str, Any] | None:
-    """XINFO GROUPS of one group on one stream: pending, lag (None when Redis cannot tell), entries-read,
-    last-delivered-id; None when the stream or the group does not exist."""
-    try:
-        groups: Any = client.xinfo_groups(key)
-    except redis.ResponseError:
-        return None  # no such stream
-    for g in groups:
-        if _text(g["name"]) == group:
-            return {"pending": int(g["pending"]), "lag": g.get("lag"), "entries_read": g.get("entries-read"),
-                    "last_delivered": _text(g["last-delivered-id"]), "consumers": int(g["consumers"])}  # fmt: skip
-    return None
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
@@ -115,7 +103,3 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
 def register(collector: Collector) -> None:
     """Add a collector to what /metrics serves (once per process: a worker runs once)."""
     REGISTRY.register(collector)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

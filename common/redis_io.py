@@ -151,6 +151,10 @@ class GroupReader:
         """The stream keys being read now."""
         return list(self._keys)
 
+    def group_info(self, key: str) -> dict[str, Any] | None:
+        """This group's XINFO GROUPS entry on ``key`` (see :func:`group_info`)."""
+        return group_info(self.client, key, self.group)
+
     # -------------------------------------------------------------------------------------------- reading
     def read(self, block_ms: int | None = None) -> list[Entry]:
         """The next entries: own pending first, then claimed idle ones, then new ones, blocking up to ``block_ms``
@@ -459,6 +463,20 @@ def stream_reader(
         block_ms=cfg.block_ms, count=count, claim_idle_ms=cfg.claim_idle_ms, max_deliveries=cfg.max_deliveries,
         rescan_s=cfg.rescan_s,
     )  # fmt: skip
+
+
+def group_info(client: redis.Redis, key: str, group: str) -> dict[str, Any] | None:
+    """XINFO GROUPS of one group on one stream: pending, lag (None when Redis cannot tell), entries-read,
+    last-delivered-id; None when the stream or the group does not exist."""
+    try:
+        groups: Any = client.xinfo_groups(key)
+    except redis.ResponseError:
+        return None  # no such stream
+    for g in groups:
+        if text(g["name"]) == group:
+            return {"pending": int(g["pending"]), "lag": g.get("lag"), "entries_read": g.get("entries-read"),
+                    "last_delivered": text(g["last-delivered-id"]), "consumers": int(g["consumers"])}  # fmt: skip
+    return None
 
 
 def ensure_group(client: redis.Redis, key: str, group: str, start_id: str = "0") -> bool:

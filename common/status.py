@@ -26,9 +26,8 @@ from rich.table import Table
 
 from common.config import ConfigError, SinkConfig, StackConfig, load_config
 from common.keys import Keys
-from common.metrics import group_info
 from common.redact import redact
-from common.redis_io import connect, stream_keys, text
+from common.redis_io import connect, group_info, stream_keys, text
 
 SILENT_AFTER_S = 15.0
 

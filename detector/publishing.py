@@ -52,10 +52,13 @@ class Publishing:
         self.counts["batches"] += 1
 
     def _observe(self, predicted: Predicted, results: list[Result], stale: Counter[str]) -> None:
+        # Once per stream and batch, not per frame: a label lookup takes a lock.
         pool = self.pipeline.pool.name
+        for stream, n in Counter(r.stream for r in results).items():
+            metrics.FRAMES_OUT.labels(pool, stream).inc(n)
+        latency = metrics.END_TO_END.labels(pool)
         for r in results:
-            metrics.FRAMES_OUT.labels(pool, r.stream).inc()
-            metrics.END_TO_END.labels(pool).observe(r.timings.end_to_end_ms / 1000)
+            latency.observe(r.timings.end_to_end_ms / 1000)
         for stream, n in stale.items():
             metrics.STALE.labels(pool, stream).inc(n)
         if predicted.outputs is not None:

@@ -41,7 +41,7 @@ def run(ctx: Context) -> int:
     reader = group_reader(client, keys, "frames", group, replica, pool, pool.max_batch, cfg.streams.dead_maxlen)
     feeder = Feeder(Batcher(reader, pool.max_batch, pool.max_wait_ms), pipeline, pool.decode_threads)
     publisher = Publisher(Publishing(pipeline, reader, keys, cfg.streams.results_maxlen))
-    metrics.register(metrics.GroupCollector(client, group, lambda: reader.keys, keys.stream_of))
+    metrics.register(metrics.GroupCollector(reader, keys.stream_of))
     beacon = Beacon(
         client, keys.replicas(group), replica, lambda: replica_info(pool.name, engine, publisher.counts)
     ).start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import Counter
 
 from common import metrics
 from common.config import AlertSinkConfig, StoreSinkConfig, WebSinkConfig
@@ -35,7 +36,7 @@ def run(ctx: Context) -> int:
     reader = group_reader(
         client, keys, "results", keys.sink_group(sink.name), consumer, sink, sink.batch, cfg.streams.dead_maxlen
     )
-    metrics.register(metrics.GroupCollector(client, reader.group, lambda: reader.keys, keys.stream_of))
+    metrics.register(metrics.GroupCollector(reader, keys.stream_of))
     log.info("sink %s (%s): reading %s", sink.name, sink.kind, sink.streams)
     if isinstance(sink, AlertSinkConfig):
         deliveries = start_deliveries(client, keys, sink, consumer, cfg.streams.dead_maxlen)
@@ -67,8 +68,8 @@ def store_results(ctx: Context, sink: StoreSinkConfig, reader: GroupReader) -> s
             if good and (n := write(store, [r for _, r in good], ctx)) is not None:
                 stored += n
                 reader.ack([e for e, _ in good])
-                for _, r in good:
-                    metrics.STORED.labels(sink.name, r.stream).inc()
+                for stream, count in Counter(r.stream for _, r in good).items():
+                    metrics.STORED.labels(sink.name, stream).inc(count)
             ctx.bounds.count(len(entries))
     finally:
         store.close()

@@ -7,6 +7,7 @@ frame answered twice must be a counted re-delivery.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -218,8 +220,6 @@ _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 def logged_at(log: str, pattern: str) -> list[float]:
     """UNIX times of the log lines matching ``pattern`` (a regex), read from their timestamps (local time, ms)."""
-    from datetime import datetime  # imported here: helpers added below the shared part of this module
-
     out = []
     for line in log.splitlines():
         stamp = _LOG_TIME.match(line)
@@ -230,9 +230,19 @@ def logged_at(log: str, pattern: str) -> list[float]:
 
 def jsonl_rows(path: Path) -> list[dict[str, Any]]:
     """The results a jsonl sink stored, one dict a line (none before the file exists)."""
-    import json
-
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def stored(path: Path) -> set[tuple[str, int]]:
+    """(stream, seq) of every result a jsonl sink stored."""
+    return {(r["stream"], r["seq"]) for r in jsonl_rows(path)}
+
+
+def dropped(ingest_log: str) -> int:
+    """Frames ingest dropped (counted) because Redis refused or could not take them, from its last counter line
+    per camera."""
+    last = dict(re.findall(r"camera ([\w.\-]+): read \d+, sampled \d+, published \d+, dropped (\d+)", ingest_log))
+    return sum(map(int, last.values()))
 
 
 def server_ms(client: redis.Redis) -> int:
@@ -247,12 +257,17 @@ def added_since(client: redis.Redis, key: str, since_ms: int) -> bool:
     return bool(last) and int(text(last[0][0]).split("-")[0]) >= since_ms
 
 
+def finished(procs: Procs, *names: str, timeout: float = 120) -> None:
+    """Each of them must end by itself (a bounded run) with exit 0."""
+    for name in names:
+        assert procs.wait(name, timeout) == 0, f"{name} failed:\n{procs.tail(name)}"
+
+
 def terminate(procs: Procs, *names: str, timeout: float = 30) -> None:
     """SIGTERM each of them; each must drain and exit 0."""
     for name in names:
         procs.running[name].send_signal(signal.SIGTERM)
-    for name in names:
-        assert procs.wait(name, timeout) == 0, f"{name} failed:\n{procs.tail(name)}"
+    finished(procs, *names, timeout=timeout)
 
 
 def settle(client: redis.Redis, prefix: str, procs: Procs, stored: Callable[[], int], timeout: float = 60) -> None:

@@ -6,9 +6,7 @@ duplicates only as counted re-deliveries.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import time
 from collections import Counter
@@ -25,13 +23,18 @@ from common.redis_io import connect, text
 from common.wire import Frame, Result, decode
 from tests.faults.conftest import Record
 from tests.faults.stack import (
-    Procs,
+    added_since,
     camera,
+    dropped,
+    finished,
+    jsonl_rows,
     ledger,
     problems,
     processes,
     published,
     redeliveries,
+    server_ms,
+    stored,
     totals,
     wait_for,
     write_config,
@@ -49,16 +52,6 @@ def stack_config(tmp_path: Path, fps: float) -> Path:
     cams = [camera(name, seed, fps) for seed, name in enumerate(STREAMS)]
     sink = {"kind": "jsonl", "name": "out", "path": str(tmp_path / "results.jsonl")}
     return write_config(tmp_path / "stack.yaml", PREFIX, cams, {"max_age_ms": None}, [sink])
-
-
-def rows(tmp_path: Path) -> list[dict[str, Any]]:
-    path = tmp_path / "results.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def stored(tmp_path: Path) -> set[tuple[str, int]]:
-    """(stream, seq) of every result the sink stored."""
-    return {(r["stream"], r["seq"]) for r in rows(tmp_path)}
 
 
 def pending_of(client: redis.Redis, consumer: str) -> dict[str, list[str]]:
@@ -79,11 +72,6 @@ def still_pending(client: redis.Redis, held: dict[str, list[str]]) -> int:
     return sum(1 for rows in pipe.execute() if rows)
 
 
-def settle(procs: Procs, *names: str, timeout: float = 120) -> None:
-    for name in names:
-        assert procs.wait(name, timeout) == 0, f"{name} failed:\n{procs.tail(name)}"
-
-
 def test_a_replica_killed_mid_batch_under_load_loses_no_frame(tmp_path: Path, record: Record) -> None:
     config = stack_config(tmp_path, fps=12)
     with EmbeddedServer(tmp_path / "r.sock") as server, processes(tmp_path, config, server.url) as procs:
@@ -98,7 +86,7 @@ def test_a_replica_killed_mid_batch_under_load_loses_no_frame(tmp_path: Path, re
         procs.kill("victim")
         held = pending_of(client, "main-1")
         recovery_s = wait_for("its frames answered by the survivor", lambda: not still_pending(client, held), 60)
-        settle(procs, "ingest", "survivor", "sink")
+        finished(procs, "ingest", "survivor", "sink")
         book = ledger(client, PREFIX, published(procs.log("ingest")))
         redelivered = redeliveries([procs.log("survivor")])
         by_replica = answered_by(client)
@@ -106,7 +94,7 @@ def test_a_replica_killed_mid_batch_under_load_loses_no_frame(tmp_path: Path, re
 
     assert book and all(v.pushed > 100 for v in book.values()), procs.tail("ingest")
     assert problems(book, redelivered) == []
-    assert len(stored(tmp_path)) == totals(book)["answered"]  # the sink stored every result once
+    assert len(stored(tmp_path / "results.jsonl")) == totals(book)["answered"]  # the sink stored every result once
     held_count = sum(map(len, held.values()))
     assert held_count > 0 and by_replica["main-0"] > 20
     record(frames=totals(book), held_at_kill=held_count, redelivered=redelivered, recovery_s=round(recovery_s, 2),
@@ -120,12 +108,6 @@ def answered_by(client: redis.Redis) -> dict[str, int]:
     return dict(Counter(replicas))
 
 
-def first_after(client: redis.Redis, key: str, since_ms: int) -> bool:
-    """The stream has an entry added after ``since_ms`` (server clock: entry ids are milliseconds)."""
-    last: Any = client.xrevrange(key, count=1)
-    return bool(last) and int(text(last[0][0]).split("-")[0]) >= since_ms
-
-
 def test_redis_killed_with_aof_loses_no_frame_and_every_service_reconnects(tmp_path: Path, record: Record) -> None:
     config = stack_config(tmp_path, fps=8)
     server = EmbeddedServer(tmp_path / "r.sock", EmbeddedServerConfig(data_dir=tmp_path / "aof"))
@@ -133,18 +115,18 @@ def test_redis_killed_with_aof_loses_no_frame_and_every_service_reconnects(tmp_p
         procs.start("detector", "detector", "--replica", "main-0", "--until-idle", "8")
         procs.start("sink", "sink", "--until-idle", "12")
         procs.start("ingest", "ingest", "--duration", "16")
-        wait_for("results stored", lambda: len(stored(tmp_path)) > 30, 90)
+        wait_for("results stored", lambda: len(stored(tmp_path / "results.jsonl")) > 30, 90)
         server.kill()
         time.sleep(1.0)
         server.start()
         reconnect = reconnect_times(server.url, tmp_path)
-        settle(procs, "ingest", "detector", "sink")
+        finished(procs, "ingest", "detector", "sink")
         client = connect(server.url)
         book = ledger(client, PREFIX, published(procs.log("ingest")))
         client.close()
 
     assert problems(book, redeliveries([procs.log("detector")])) == []
-    assert len(stored(tmp_path)) == totals(book)["answered"]  # the sink stored every result once
+    assert len(stored(tmp_path / "results.jsonl")) == totals(book)["answered"]  # the sink stored every result once
     assert max(reconnect.values()) <= 5.0, reconnect
     record(frames=totals(book), reconnect_s=reconnect, dropped_by_ingest_while_down=dropped(procs.log("ingest")))
 
@@ -152,14 +134,13 @@ def test_redis_killed_with_aof_loses_no_frame_and_every_service_reconnects(tmp_p
 def reconnect_times(url: str, tmp_path: Path) -> dict[str, float]:
     """Seconds from the server's restart (now) until ingest pushed a frame, the detector published a result and
     the sink stored one of a frame pushed after the restart."""
-    start = time.monotonic()
+    start, results = time.monotonic(), tmp_path / "results.jsonl"
     client = connect(url)
-    now: Any = client.time()
-    since_ms = int(now[0]) * 1000
+    since_ms = server_ms(client) // 1000 * 1000  # whole seconds, as before: ids of this second count as after
     checks = {
-        "ingest": lambda: any(first_after(client, KEYS.frames(s), since_ms) for s in STREAMS),
-        "detector": lambda: any(first_after(client, KEYS.results(s), since_ms) for s in STREAMS),
-        "sink": lambda: any(int(row["frame_id"].split("-")[0]) >= since_ms for row in rows(tmp_path)),
+        "ingest": lambda: any(added_since(client, KEYS.frames(s), since_ms) for s in STREAMS),
+        "detector": lambda: any(added_since(client, KEYS.results(s), since_ms) for s in STREAMS),
+        "sink": lambda: any(int(row["frame_id"].split("-")[0]) >= since_ms for row in jsonl_rows(results)),
     }
     out = {}
     for name, check in checks.items():
@@ -167,13 +148,6 @@ def reconnect_times(url: str, tmp_path: Path) -> dict[str, float]:
         out[name] = time.monotonic() - start
     client.close()
     return {k: round(v, 2) for k, v in out.items()}
-
-
-def dropped(ingest_log: str) -> int:
-    """Frames ingest dropped (counted) because Redis refused or could not take them."""
-    return sum(
-        int(n) for n in re.findall(r"published \d+, dropped (\d+)", ingest_log.rsplit("stopping", maxsplit=1)[-1])
-    )
 
 
 def unread(client: redis.Redis, key: str, group: str) -> list[bytes]:
@@ -192,7 +166,7 @@ def test_redis_killed_without_persistence_loses_exactly_the_counted_backlog(tmp_
         procs.start("detector", "detector", "--replica", "main-0", "--until-idle", "8")
         procs.start("sink", "sink", "--until-idle", "12")
         procs.start("ingest", "ingest", "--duration", "16")
-        wait_for("results stored", lambda: len(stored(tmp_path)) > 30, 90)
+        wait_for("results stored", lambda: len(stored(tmp_path / "results.jsonl")) > 30, 90)
         # Freeze every client so the backlog can be counted as the kill finds it; what a client holds (read, not
         # acked) it finishes after the restart, so only what nobody was given yet is lost.
         for proc in procs.running.values():
@@ -208,7 +182,7 @@ def test_redis_killed_without_persistence_loses_exactly_the_counted_backlog(tmp_
         for proc in procs.running.values():
             os.kill(proc.pid, signal.SIGCONT)
         reconnect = reconnect_times(server.url, tmp_path)
-        settle(procs, "ingest", "detector", "sink")
+        finished(procs, "ingest", "detector", "sink")
         client = connect(server.url)
         groups = {
             "frames": {text(g["name"]) for s in STREAMS for g in client.xinfo_groups(KEYS.frames(s))},
@@ -217,7 +191,7 @@ def test_redis_killed_without_persistence_loses_exactly_the_counted_backlog(tmp_
         client.close()
 
     pushed = published(procs.log("ingest"))
-    lost = {(s, i) for s, n in pushed.items() for i in range(n)} - stored(tmp_path)
+    lost = {(s, i) for s, n in pushed.items() for i in range(n)} - stored(tmp_path / "results.jsonl")
     assert lost == backlog, f"lost but not in the backlog: {sorted(lost - backlog)[:10]}"
     assert groups == {"frames": {GROUP}, "results": {KEYS.sink_group("out")}}
     assert max(reconnect.values()) <= 5.0, reconnect

@@ -31,6 +31,7 @@ from tests.faults.stack import (
     Procs,
     added_since,
     camera,
+    dropped,
     jsonl_rows,
     ledger,
     logged_at,
@@ -40,6 +41,7 @@ from tests.faults.stack import (
     redeliveries,
     server_ms,
     settle,
+    stored,
     terminate,
     totals,
     wait_for,
@@ -74,10 +76,6 @@ def stack_config(tmp_path: Path) -> Path:
                         redis_cfg={"socket_timeout_s": SOCKET_TIMEOUT_S})  # fmt: skip
 
 
-def stored(tmp_path: Path) -> set[tuple[str, int]]:
-    return {(r["stream"], r["seq"]) for r in jsonl_rows(tmp_path / "results.jsonl")}
-
-
 def test_a_call_on_a_silent_network_gives_up_after_one_socket_timeout(tmp_path: Path) -> None:
     # redis-py's Retry retries timeouts by default: a client that did so would wait (retries + 1) timeouts.
     with EmbeddedServer(tmp_path / "r.sock") as server, Proxy(server.socket_path) as proxy:
@@ -94,10 +92,17 @@ def test_a_call_on_a_silent_network_gives_up_after_one_socket_timeout(tmp_path: 
     assert waited < 1.8
 
 
-def run_stack(tmp_path: Path, fault: str, down_s: float, call_s: float, record: Record) -> None:
-    """The stack under flow through a proxy; ``fault`` (cut, replies or reset) for ``down_s``, then restored.
-    ``call_s``: the longest a Redis call may take to fail under this fault."""
-    config = stack_config(tmp_path)
+# A silent cut; replies lost one way (requests run, answers vanish: nothing may be lost or doubled); refused
+# connections, which are retried inside each call (redis.retries): a call fails after that budget.
+@pytest.mark.parametrize(("fault", "call_s"), [("cut", SOCKET_TIMEOUT_S), ("replies", SOCKET_TIMEOUT_S),
+                                               ("reset", RETRY_BUDGET_S)])  # fmt: skip
+def test_a_network_fault_makes_no_call_hang_and_everything_resumes(
+    tmp_path: Path, record: Record, fault: str, call_s: float
+) -> None:
+    """The stack under flow through a proxy; ``fault`` for 8 s, then restored. ``call_s``: the longest a Redis
+    call may take to fail under this fault."""
+    down_s = 8.0
+    config, results = stack_config(tmp_path), tmp_path / "results.jsonl"
     with EmbeddedServer(tmp_path / "r.sock") as server, Proxy(server.socket_path) as proxy, \
             processes(tmp_path, config, proxy.url()) as procs:  # fmt: skip
         client = connect(server.url)  # the test's own view of Redis, around the proxy
@@ -105,7 +110,11 @@ def run_stack(tmp_path: Path, fault: str, down_s: float, call_s: float, record: 
         procs.start("sink", "sink")
         procs.start("ingest", "ingest")
         # Faults strike a stack in its steady state: the detector idle in a blocking read between frames.
-        wait_for("results flowing, the backlog gone", lambda: len(stored(tmp_path)) > 30 and caught_up(client), 90)
+        wait_for(
+            "results flowing, the backlog gone",
+            lambda: len(stored(results)) > 30 and caught_up(client),
+            90,
+        )
         down_at = time.time()
         {"cut": proxy.cut, "replies": lambda: proxy.cut(replies_only=True), "reset": proxy.reset}[fault]()
         time.sleep(down_s)
@@ -114,13 +123,13 @@ def run_stack(tmp_path: Path, fault: str, down_s: float, call_s: float, record: 
         resumed = resume_times(client, tmp_path)
         time.sleep(2)  # flow after the restore, then the ledger
         terminate(procs, "ingest")
-        settle(client, PREFIX, procs, lambda: len(stored(tmp_path)))
+        settle(client, PREFIX, procs, lambda: len(stored(results)))
         terminate(procs, "detector", "sink")
         book = ledger(client, PREFIX, published(procs.log("ingest")))
         client.close()
 
     assert problems(book, redeliveries([procs.log("detector")])) == []
-    assert len(stored(tmp_path)) == totals(book)["answered"]  # the sink stored every result once
+    assert len(stored(results)) == totals(book)["answered"]  # the sink stored every result once
     first, longest = silences(procs, down_at, up_at)
     assert all(s <= call_s + SLACK_S for s in first.values()), f"first error after the {fault}: {first}"
     assert all(s <= call_s + BACKOFF_S + SLACK_S for s in longest.values()), f"longest silence: {longest}"
@@ -129,19 +138,6 @@ def run_stack(tmp_path: Path, fault: str, down_s: float, call_s: float, record: 
     record(fault=fault, down_s=down_s, frames=totals(book), first_error_s=first, longest_silence_s=longest,
            resume_s=resumed, dropped_by_ingest=dropped(procs.log("ingest")), connections=proxy.accepted,
            claimed_back=claimed(procs))  # fmt: skip
-
-
-def test_a_silent_network_cut_makes_no_call_hang_and_everything_resumes(tmp_path: Path, record: Record) -> None:
-    run_stack(tmp_path, "cut", 8.0, SOCKET_TIMEOUT_S, record)
-
-
-def test_replies_lost_one_way_lose_and_double_nothing(tmp_path: Path, record: Record) -> None:
-    run_stack(tmp_path, "replies", 8.0, SOCKET_TIMEOUT_S, record)
-
-
-def test_refused_connections_and_everything_resumes(tmp_path: Path, record: Record) -> None:
-    # Refused connections are retried inside each call (redis.retries): a call fails after that budget.
-    run_stack(tmp_path, "reset", 8.0, RETRY_BUDGET_S, record)
 
 
 def caught_up(client: redis.Redis) -> bool:
@@ -187,9 +183,3 @@ def silences(procs: Procs, down_at: float, up_at: float) -> tuple[dict[str, floa
 def claimed(procs: Procs) -> dict[str, int]:
     """Entries each consumer claimed: with one consumer of each group, those a lost reply had delivered to it."""
     return {n: sum(map(int, re.findall(r"claimed (\d+) idle entries", procs.log(n)))) for n in ("detector", "sink")}
-
-
-def dropped(ingest_log: str) -> int:
-    """Frames ingest dropped (counted), from its last counter line per camera."""
-    last = dict(re.findall(r"camera ([\w.\-]+): read \d+, sampled \d+, published \d+, dropped (\d+)", ingest_log))
-    return sum(map(int, last.values()))
