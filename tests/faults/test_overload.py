@@ -1,4 +1,4 @@
-"""Overload: frames pushed at three times what the detector can infer, for two minutes.
+"""Overload: frames pushed at three times what the detector can infer or more, for two minutes.
 
 Redis memory must level off at the stream caps, the frames too old to be worth a result are counted as stale,
 and the frames that do get a result keep a bounded latency (about the pool's max_age, not a growing queue).
@@ -20,13 +20,18 @@ from common.embedded import EmbeddedServer
 from common.keys import Keys
 from common.redis_io import connect
 from tests.faults.conftest import Record
-from tests.faults.stack import camera, processes, published, wait_for, write_config
+from tests.faults.stack import TINY, camera, processes, published, wait_for, write_config
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(400)]
 
 PREFIX = "over"
 STREAMS = ["a", "b", "c", "d"]
 MAX_AGE_MS = 2000
+# The tiny model at 608 px infers about 10 frames/s on a 2-core host; 4 cameras at 25 fps push 100. The overload comes
+# from a slow detector rather than a fast ingest, so it holds on a busy host (with 128 px and ingest at 360 fps it fell
+# to 2.9x in one CI run).
+INPUT_SIZE = 608
+CAMERA_FPS = 25
 FRAMES_CAP = 300
 RESULTS_CAP = 2000
 DURATION_S = 120
@@ -35,10 +40,12 @@ DURATION_S = 120
 def test_three_times_capacity_for_two_minutes_levels_off_counts_stale_and_bounds_latency(
     tmp_path: Path, record: Record
 ) -> None:
-    cams = [camera(name, seed, 90) for seed, name in enumerate(STREAMS)]
+    cams = [camera(name, seed, CAMERA_FPS) for seed, name in enumerate(STREAMS)]
     sink = {"kind": "jsonl", "name": "out", "path": str(tmp_path / "results.jsonl")}
+    # Small batches keep the wait behind the batch in flight short (about 0.2 s each here).
+    pool = {"max_age_ms": MAX_AGE_MS, "max_batch": 2, "model": {**TINY, "input_size": INPUT_SIZE}}
     config = write_config(
-        tmp_path / "stack.yaml", PREFIX, cams, {"max_age_ms": MAX_AGE_MS, "max_batch": 8}, [sink],
+        tmp_path / "stack.yaml", PREFIX, cams, pool, [sink],
         streams={"frames_maxlen": FRAMES_CAP, "results_maxlen": RESULTS_CAP},
     )  # fmt: skip
     keys = Keys(PREFIX)
@@ -83,7 +90,9 @@ def test_three_times_capacity_for_two_minutes_levels_off_counts_stale_and_bounds
     assert last <= middle * 1.10, f"Redis memory still growing: {middle / 1e6:.1f} MB then {last / 1e6:.1f} MB"
     assert max(lengths) <= FRAMES_CAP + 100, lengths  # ~ trims whole nodes of 100 entries
 
-    # Fresh frames keep a bounded latency: picked up within max_age, so answered within it plus one batch.
+    # Fresh frames keep a bounded latency: every answered frame was picked up within max_age, so it is answered
+    # within that plus the batch ahead of it and its own.
+    assert max(r["timings"]["queue_ms"] for r in rows) <= MAX_AGE_MS
     late = [r["timings"]["end_to_end_ms"] for r in rows if r["capture_ts"] - rows[0]["capture_ts"] > DURATION_S / 2]
     p50, p99 = statistics.median(late), statistics.quantiles(late, n=100)[98]
     assert p99 <= MAX_AGE_MS + 1500, f"p99 latency {p99:.0f} ms under overload"
