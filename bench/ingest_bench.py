@@ -156,6 +156,7 @@ def write_config(path: Path, video: Path, cameras: list[str], realtime: bool, fp
             streams: {{prefix: {PREFIX}, frames_maxlen: 1000}}
             ingest:
               stats_interval_s: 1000
+              max_lag: null  # no detector here: a file read flat out, not paced by one
               cameras:
             """)
         + items

@@ -289,6 +289,14 @@ class IngestConfig(_Strict):
         256, ge=1, le=100_000, description="Frames waiting for Redis; past it the oldest are dropped and counted."
     )
     pipeline: int = Field(32, ge=1, le=1024, description="Most frames sent to Redis in one round trip.")
+    max_lag: int | None = Field(
+        64,
+        ge=1,
+        le=1_000_000,
+        description="A recording read unpaced (a file or image folder without realtime, a synthetic camera with "
+        "realtime false) waits while the slowest detector pool has this many of its frames to read, and while no "
+        "pool reads it, while its stream is at its cap: none of its frames is trimmed unread. None: never wait.",
+    )
     retry_initial_s: float = Field(0.5, gt=0, le=60, description="First wait before reopening a failed source.")
     retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between reopening attempts.")
     stats_interval_s: float = Field(30.0, gt=0, le=86_400, description="How often per-stream counters are logged.")
@@ -443,7 +451,10 @@ class PoolConfig(ConsumerConfig):
         20, ge=0, le=60_000, description="Longest wait for a batch to fill, from its first frame; then it runs."
     )
     max_age_ms: int | None = Field(
-        5000, ge=1, le=86_400_000, description="Frames older than this are acked as stale, not inferred; None: keep."
+        5000,
+        ge=1,
+        le=86_400_000,
+        description="Frames older than this are acked as stale, not inferred (never a recording's); None: keep.",
     )
     score_threshold: float = Field(0.3, ge=0, le=1, description="Keep detections scoring at least this.")
     min_score: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(

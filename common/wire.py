@@ -45,6 +45,9 @@ class Frame(_Message):
     image_width: Pixels = Field(description="Width of the image carried in data (after resize).")
     image_height: Pixels = Field(description="Height of the image carried in data (after resize).")
     data: bytes = Field(min_length=1, description="The encoded image.")
+    live: bool = Field(
+        True, description="False for a recording read as fast as the detectors take it: never dropped as stale."
+    )
 
 
 Box = tuple[float, float, float, float]

@@ -142,7 +142,9 @@ class Pipeline:
                 out.failed.append((entry, f"WireError: {exc}"))
                 continue
             too_old = (
-                self.pool.max_age_ms is not None and (out.picked_up - frame.capture_ts) * 1000 > self.pool.max_age_ms
+                frame.live
+                and self.pool.max_age_ms is not None
+                and (out.picked_up - frame.capture_ts) * 1000 > self.pool.max_age_ms
             )
             (out.stale.append(entry) if too_old else frames.append((entry, frame)))
         if self.engine.loads_images:

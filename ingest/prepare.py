@@ -22,7 +22,7 @@ def resize_to_max_side(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)  # AREA: no aliasing when shrinking
 
 
-def make_frame(camera: CameraConfig, image: np.ndarray, seq: int, capture_ts: float) -> Frame:
+def make_frame(camera: CameraConfig, image: np.ndarray, seq: int, capture_ts: float, live: bool = True) -> Frame:
     """A wire frame from a BGR image; the original size travels with it."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise EncodeError(f"expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
@@ -45,4 +45,5 @@ def make_frame(camera: CameraConfig, image: np.ndarray, seq: int, capture_ts: fl
         image_width=small.shape[1],
         image_height=small.shape[0],
         data=data,
+        live=live,
     )

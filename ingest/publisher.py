@@ -2,7 +2,8 @@
 
 Camera threads hand frames over with :meth:`Publisher.submit`, which never blocks: when Redis is slow, down or out
 of memory, the queue fills and its oldest frames are dropped and counted (the newest frames are the useful ones),
-and publishing resumes by itself once Redis answers again.
+and publishing resumes by itself once Redis answers again. A recording's frames (``live`` false) are the exception:
+its pacer bounds how many it queues, and those that could not reach Redis are sent again, not dropped.
 """
 
 from __future__ import annotations
@@ -78,10 +79,23 @@ class Publisher:
         """Queue a frame for publishing; never blocks."""
         with self._cond:
             if len(self._queue) >= self.queue_size:
-                oldest, _ = self._queue.popleft()
-                self.counters[oldest.stream].dropped += 1
+                self._drop_oldest_live()
             self._queue.append((frame, maxlen))
             self._cond.notify()
+
+    def _drop_oldest_live(self) -> None:
+        """Make room by dropping the oldest live frame (the newest are the useful ones). A recording's frames are
+        never dropped for room: its pacer bounds how many are queued, and each is wanted."""
+        for i, (old, _) in enumerate(self._queue):
+            if old.live:
+                del self._queue[i]
+                self.counters[old.stream].dropped += 1
+                return
+
+    def queued(self, stream: str) -> int:
+        """Frames of a stream handed over and not yet counted as published or dropped."""
+        with self._cond:
+            return sum(frame.stream == stream for frame, _ in (*self._queue, *self._in_flight))
 
     def close(self, timeout: float) -> None:
         """Publish what is queued (within ``timeout``), then stop; what is left is counted as dropped."""
@@ -102,10 +116,11 @@ class Publisher:
         backoff = 0.0
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while not self._queue and not self._unsure and not self._closing:
                     self._cond.wait()
-                if not self._queue:
+                if not self._queue and (self._closing or not self._unsure):
                     break
+                # With nothing queued but an unsure batch, the send only finds out what became of it.
                 batch = [self._queue.popleft() for _ in range(min(self.pipeline, len(self._queue)))]
                 self._in_flight = [*self._in_flight, *batch]
             if self._send(batch):
@@ -129,6 +144,8 @@ class Publisher:
             except UNREACHABLE as exc:  # this batch was not sent: dropped
                 self._settle(batch, [exc] * len(batch), f"redis unreachable: {exc}")
                 return False
+        if not batch:
+            return True
         pipe = self.client.pipeline(transaction=False)
         for frame, maxlen in batch:
             pipe.xadd(self.keys.frames(frame.stream), {FIELD: encode(frame)}, maxlen=maxlen, approximate=True)
@@ -169,16 +186,23 @@ class Publisher:
         self._settle(batch, [b"" if (f.stream, f.seq, f.capture_ts) in held else lost for f, _ in batch], "")
 
     def _settle(self, batch: list[tuple[Frame, int]], replies: list[object], why: str) -> None:
-        """Count each frame of the sent batch as published or dropped, in one step with taking it off in-flight."""
+        """Count each frame of the sent batch as published or dropped, in one step with taking it off in-flight.
+        A recording's frames that did not reach Redis go back to the head of the queue instead (unless closing)."""
         with self._cond:
             if self._abandoned:
                 return  # close() counted this batch already
             settled = {id(item) for item in batch}
             self._in_flight = [item for item in self._in_flight if id(item) not in settled]
-            for (frame, _), reply in zip(batch, replies, strict=True):
+            again: list[tuple[Frame, int]] = []
+            for item, reply in zip(batch, replies, strict=True):
+                frame = item[0]
+                if isinstance(reply, UNREACHABLE) and not frame.live and not self._closing:
+                    again.append(item)
+                    continue
                 failed = isinstance(reply, Exception)
                 self.counters[frame.stream].dropped += failed
                 self.counters[frame.stream].published += not failed
+            self._queue.extendleft(reversed(again))
         self._warn(why)
 
     def _warn(self, why: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from common.config import CameraConfig
+from ingest.pacing import Pacer
 from ingest.prepare import EncodeError, make_frame
 from ingest.publisher import Publisher, StreamCounters
 from ingest.sampler import Sampler
@@ -44,6 +45,8 @@ class CameraReader:
     maxlen: int
     backoff: Backoff
     max_frames: int | None = None
+    max_lag: int | None = None
+    """A recording read unpaced waits while the slowest detector pool has this many of its frames to read."""
     stop: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
     """The source ended (or max_frames was reached): the reader will not reopen it."""
@@ -95,6 +98,9 @@ class CameraReader:
         """Read until the source ends (True), or a stop is asked (False); SourceError when it breaks."""
         sampler = Sampler(self.camera.every_n, self.camera.fps)
         paced = not source.live and getattr(self.camera.source, "realtime", False)
+        live = source.live or paced  # a recording read unpaced has no clock of its own: its frames never go stale
+        pacer = None if live or self.max_lag is None else Pacer(self.publisher, self.camera.name, self.max_lag,
+                                                                self.maxlen, self.stop)  # fmt: skip
         origin: float | None = None
         truth = _truth_file(self.camera, source)
         try:
@@ -110,17 +116,19 @@ class CameraReader:
                     origin = time.monotonic() - ts if origin is None else origin
                     self.stop.wait(max(0.0, origin + ts - time.monotonic()))
                 if sampler.due(ts):
+                    if pacer is not None and not pacer.admit():
+                        return False
                     counters.sampled += 1
-                    self._publish(source, counters, truth)
+                    self._publish(source, counters, truth, live)
             return False
         finally:
             if truth is not None:
                 truth.close()
 
-    def _publish(self, source: Source, counters: StreamCounters, truth: IO[str] | None) -> None:
+    def _publish(self, source: Source, counters: StreamCounters, truth: IO[str] | None, live: bool) -> None:
         captured = time.time()
         try:
-            frame = make_frame(self.camera, source.retrieve(), self._seq, captured)
+            frame = make_frame(self.camera, source.retrieve(), self._seq, captured, live)
         except (FrameError, EncodeError) as exc:
             counters.skipped += 1
             counters.last_error = str(exc)

@@ -65,6 +65,7 @@ class Fleet:
             camera.maxlen or self.config.streams.frames_maxlen,
             Backoff(ingest.retry_initial_s, ingest.retry_max_s),
             self.max_frames,
+            ingest.max_lag,
         )
 
     def active(self) -> bool:

@@ -40,7 +40,7 @@ def camera(name: str, seed: int, fps: float, width: int = 320, height: int = 240
 
 def write_config(path: Path, prefix: str, cameras: list[dict[str, Any]], pool: dict[str, Any],
                  sinks: list[dict[str, Any]], streams: dict[str, Any] | None = None,
-                 redis_cfg: dict[str, Any] | None = None) -> Path:  # fmt: skip
+                 redis_cfg: dict[str, Any] | None = None, ingest: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """A stack config: the cameras, one detector pool named main (tiny model on the CPU unless ``pool`` says
     otherwise), the sinks; short blocking and rescans so that faults show quickly."""
     main = {"name": "main", "model": TINY, "engine": {"kind": "torch", "gpu": None}, "max_batch": 4,
@@ -48,7 +48,7 @@ def write_config(path: Path, prefix: str, cameras: list[dict[str, Any]], pool: d
     config = {
         "redis": {"socket_timeout_s": 5, **(redis_cfg or {})},
         "streams": {"prefix": prefix, "frames_maxlen": 100_000, "results_maxlen": 100_000, **(streams or {})},
-        "ingest": {"cameras": cameras},
+        "ingest": {"cameras": cameras, **(ingest or {})},
         "detector": {"pools": [main]},
         "sinks": [{"block_ms": 300, "rescan_s": 0.5, **s} for s in sinks],
     }

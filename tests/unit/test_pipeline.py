@@ -171,6 +171,13 @@ def test_frames_older_than_max_age_are_stale_and_never_reach_the_engine() -> Non
     assert engine.batches == [1]
 
 
+def test_a_recordings_frames_are_never_stale() -> None:
+    pipeline, _ = make([0], max_age_ms=1000)
+    frame = decode(jpeg_entry(0).payload, Frame).model_copy(update={"capture_ts": time.time() - 60, "live": False})
+    prepared = pipeline.prepare([Entry("k", "1-9", encode(frame))])
+    assert prepared.stale == [] and [f.seq for f in prepared.frames] == [0]
+
+
 def test_per_label_min_score_replaces_the_pool_threshold() -> None:
     # A class logit of 0 scores the scripted box 0.5: a per-label floor above it removes it, one below keeps it.
     strict, _ = make([0], class_logit=0.0, min_score={"cat": 0.6})

@@ -40,10 +40,10 @@ class SlowClient:
         return SlowPipeline(self.delay)
 
 
-def frame(seq: int) -> Frame:
+def frame(seq: int, live: bool = True) -> Frame:
     return Frame(
         stream="cam", seq=seq, capture_ts=time.time(), width=8, height=8, encoding="bgr8",
-        image_width=8, image_height=8, data=b"\x00" * 192,
+        image_width=8, image_height=8, data=b"\x00" * 192, live=live,
     )  # fmt: skip
 
 
@@ -107,3 +107,25 @@ def test_a_send_whose_reply_is_lost_counts_what_the_stream_holds(reaches: bool) 
     landed = 3 if reaches else 0
     assert client.server.xlen("t:frames:cam") == landed + 1
     assert (counters.published, counters.dropped) == (landed + 1, 3 - landed)
+
+
+def test_a_recordings_frames_that_missed_redis_are_sent_again_not_dropped() -> None:
+    client = LostReply(reaches=False)
+    publisher = Publisher(client, Keys("t"), pipeline=8)  # type: ignore[arg-type]
+    counters = publisher.counter("cam")
+    for seq in range(3):
+        publisher.submit(frame(seq, live=False), 100)
+    publisher.start()
+    time.sleep(0.3)  # the first send fails: read back, not there, queued again
+    publisher.close(timeout=5)
+    assert (counters.published, counters.dropped) == (3, 0)
+    assert client.server.xlen("t:frames:cam") == 3
+
+
+def test_a_full_queue_drops_the_oldest_live_frame_never_a_recordings() -> None:
+    publisher = Publisher(SlowClient(delay=0.0), Keys("t"), queue_size=3)  # type: ignore[arg-type]
+    counters = publisher.counter("cam")
+    for seq, live in enumerate([True, False, False, False, True]):  # not started: everything stays queued
+        publisher.submit(frame(seq, live), 100)
+    assert counters.dropped == 1  # seq 0, the only live frame when the queue was full
+    assert [(f.seq, f.live) for f, _ in publisher._queue] == [(1, False), (2, False), (3, False), (4, True)]

@@ -182,7 +182,7 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 
 # What each documented msgpack type decodes to.
-DECODED = {"str": str, "int": int, "float64": float, "bin": bytes, "array": list, "map": dict}
+DECODED = {"str": str, "int": int, "float64": float, "bin": bytes, "bool": bool, "array": list, "map": dict}
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -48,6 +48,13 @@ def test_frames_and_results_round_trip() -> None:
     assert decode(encode(result()), Result) == result()
 
 
+def test_a_frame_without_the_live_flag_is_live() -> None:
+    body = msgpack.unpackb(encode(frame(live=False)), raw=False)
+    assert body["live"] is False and decode(encode(frame(live=False)), Frame).live is False
+    del body["live"]  # a frame from an ingest older than the flag
+    assert decode(msgpack.packb(body, use_bin_type=True), Frame).live is True
+
+
 def test_messages_are_plain_versioned_msgpack_maps_readable_from_any_language() -> None:
     body = msgpack.unpackb(encode(result()), raw=False)
     assert body["v"] == VERSION and body["type"] == "result"
