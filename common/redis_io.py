@@ -487,6 +487,8 @@ class Backlog:
     """Consumer groups on the stream."""
     unread: int
     """Entries the slowest group has not been given yet; with no group, every entry of the stream."""
+    slowest: str = ""
+    """The group with that many to read."""
 
 
 def backlog(client: redis.Redis, key: str, limit: int) -> Backlog:
@@ -501,7 +503,8 @@ def backlog(client: redis.Redis, key: str, limit: int) -> Backlog:
     if not groups:
         return Backlog(0, int(client.xlen(key)))
     lags = [int(g["lag"]) if g.get("lag") is not None else _count_after(client, key, g, limit) for g in groups]
-    return Backlog(len(groups), max(lags))
+    slowest = max(range(len(groups)), key=lags.__getitem__)
+    return Backlog(len(groups), lags[slowest], text(groups[slowest]["name"]))
 
 
 def _count_after(client: redis.Redis, key: str, group: Any, limit: int) -> int:

@@ -39,6 +39,7 @@ class Pacer:
     stop: threading.Event
     _room: int = 0
     _noted: float = float("-inf")
+    _full_since: float | None = None
 
     def admit(self) -> bool:
         """Wait for room for one more frame; False when a stop is asked meanwhile."""
@@ -65,8 +66,16 @@ class Pacer:
             )
             return self.max_lag, POLL_S
         ahead = found.unread + queued
-        if found.readers:  # waiting on them is the normal pace of a recording: nothing to say
-            return self.max_lag - ahead, POLL_S
+        if found.readers:
+            room = self.max_lag - ahead
+            # Waiting on the detectors is a recording's normal pace; waiting long on one that reads nothing is not
+            # (a group left behind by a pool that was removed or renamed).
+            now = time.monotonic()
+            self._full_since = None if room > 0 else now if self._full_since is None else self._full_since
+            if self._full_since is not None and now - self._full_since >= NOTE_EVERY_S:
+                self._note(f"waits: group {found.slowest} has had {found.unread} of its frames to read for "
+                           f"{now - self._full_since:.0f} s; if its pool is gone, XGROUP DESTROY it", room)  # fmt: skip
+            return room, POLL_S
         room = self.cap - ahead
         self._note(f"waits: no detector pool reads its frames stream yet, and it is at its cap ({self.cap})", room)
         return room, IDLE_POLL_S

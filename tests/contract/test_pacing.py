@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -12,6 +13,7 @@ from common.config import RedisConfig
 from common.keys import Keys
 from common.redis_io import Backlog, backlog, connect, ensure_group
 from common.wire import Frame
+from ingest import pacing
 from ingest.pacing import Pacer
 from ingest.publisher import Publisher
 from tests.conftest import free_port
@@ -34,12 +36,12 @@ def test_the_backlog_is_what_the_slowest_group_has_to_read_or_the_whole_stream_w
     ensure_group(client, key, "slow")
     client.xreadgroup("fast", "c", {key: ">"}, count=7)
     client.xreadgroup("slow", "c", {key: ">"}, count=2)
-    assert backlog(client, key, 100) == Backlog(2, 8)
+    assert backlog(client, key, 100) == Backlog(2, 8, "slow")
     # An entry deleted in the middle leaves Redis unable to tell the lag: the entries are counted instead.
     client.xdel(key, ids[5])
     assert client.xinfo_groups(key)[1]["lag"] is None
-    assert backlog(client, key, 100) == Backlog(2, 7)
-    assert backlog(client, key, 4) == Backlog(2, 4)  # counted up to the limit
+    assert backlog(client, key, 100) == Backlog(2, 7, "slow")
+    assert backlog(client, key, 4) == Backlog(2, 4, "slow")  # counted up to the limit
 
 
 def pacer(client: redis.Redis, prefix: str, max_lag: int = 5, cap: int = 12) -> Pacer:
@@ -60,6 +62,20 @@ def test_a_recording_waits_for_the_slowest_pool_and_goes_on_as_it_reads(client: 
     client.xreadgroup("detector:main", "c", {key: ">"}, count=1)  # the pool reads one: room for one more
     waiting.join(2.0)
     assert not waiting.is_alive()
+
+
+def test_a_group_that_reads_nothing_for_long_is_named_in_the_log(
+    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pacing, "NOTE_EVERY_S", 0.3)
+    key = Keys(prefix).frames("cam")
+    ensure_group(client, key, "detector:gone")  # a pool that was removed: nobody reads for it
+    fill(client, key, 5)
+    p = pacer(client, prefix)
+    threading.Timer(1.0, p.stop.set).start()
+    with caplog.at_level(logging.INFO, logger="ingest.pacing"):
+        assert p.admit() is False
+    assert "group detector:gone has had 5 of its frames to read for" in caplog.text
 
 
 def test_with_no_pool_a_recording_fills_its_stream_to_the_cap_then_waits_for_one(
