@@ -82,6 +82,10 @@ class CameraReader:
             except SourceError as exc:
                 counters.reconnects += 1
                 self._failed(counters, f"{exc}")
+            except Exception as exc:  # a bug or an error nobody foresaw: the camera restarts rather than vanish
+                log.exception("camera %s: unexpected error", name)
+                counters.reconnects += 1
+                self._failed(counters, f"unexpected {type(exc).__name__}: {exc}")
             finally:
                 source.close()
             if self.finished:
