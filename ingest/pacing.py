@@ -66,22 +66,27 @@ class Pacer:
             )
             return self.max_lag, POLL_S
         ahead = found.unread + queued
-        if found.readers:
-            room = self.max_lag - ahead
-            # Waiting on the detectors is a recording's normal pace; waiting long on one that reads nothing is not
-            # (a group left behind by a pool that was removed or renamed).
-            now = time.monotonic()
-            self._full_since = None if room > 0 else now if self._full_since is None else self._full_since
-            if self._full_since is not None and now - self._full_since >= NOTE_EVERY_S:
-                self._note(f"waits: group {found.slowest} has had {found.unread} of its frames to read for "
-                           f"{now - self._full_since:.0f} s; if its pool is gone, XGROUP DESTROY it", room)  # fmt: skip
-            return room, POLL_S
-        room = self.cap - ahead
-        self._note(f"waits: no detector pool reads its frames stream yet, and it is at its cap ({self.cap})", room)
-        return room, IDLE_POLL_S
-
-    def _note(self, why: str, room: int = 0, level: int = logging.INFO) -> None:
+        if not found.readers:
+            room = self.cap - ahead
+            if room <= 0:
+                self._note(f"waits: no detector pool reads its frames stream yet, and it is at its cap ({self.cap})")
+            return room, IDLE_POLL_S
+        room = self.max_lag - ahead
+        # Waiting on the detectors is a recording's normal pace; waiting long on one that reads nothing is not (a
+        # group left behind by a pool that was removed or renamed).
         now = time.monotonic()
-        if (room <= 0 or level > logging.INFO) and now - self._noted >= NOTE_EVERY_S:
+        if room > 0:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = now
+        elif now - self._full_since >= NOTE_EVERY_S:
+            self._note(f"waits: group {found.slowest} has had {found.unread} of its frames to read for "
+                       f"{now - self._full_since:.0f} s; if its pool is gone, XGROUP DESTROY it")  # fmt: skip
+        return room, POLL_S
+
+    def _note(self, why: str, level: int = logging.INFO) -> None:
+        """Log why the recording waits (or goes unpaced), at most every NOTE_EVERY_S."""
+        now = time.monotonic()
+        if now - self._noted >= NOTE_EVERY_S:
             self._noted = now
             log.log(level, "camera %s (a recording): %s", self.stream, why)
