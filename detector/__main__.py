@@ -7,6 +7,7 @@ import sys
 
 from common import service
 from common.config import StackConfig
+from detector.engines import missing_modules
 from detector.model import ModelSpec
 from detector.worker import run
 
@@ -16,10 +17,16 @@ def check(config: StackConfig, args: argparse.Namespace) -> list[str]:
     args.pool, problems = service.choose([p.name for p in config.detector.pools], args.pool, "detector.pools", "--pool")
     if problems:
         return problems
+    pool = config.pool(args.pool)
+    kind = pool.engine.kind
+    needs = f"the {kind} engine needs the {kind} extra: pip install 'streamyolo[{kind}]'"
+    absent = missing_modules(kind)
+    if absent:
+        return [f"detector.pools[{args.pool}].engine: {needs} (missing: {', '.join(absent)})"]
     try:
-        ModelSpec.from_config(config.pool(args.pool).model)
-    except ImportError as exc:
-        return [f"the detector needs the tensorflow extra: pip install 'streamyolo[tensorflow]' ({exc})"]
+        ModelSpec.from_config(pool.model)
+    except ImportError as exc:  # a module the engine's extra should have brought, or one it imports in turn
+        return [f"detector.pools[{args.pool}].engine: {needs} ({exc})"]
     except ValueError as exc:  # ModelFileError names the file, the problem and the fix
         return [f"detector.pools[{args.pool}].model: {exc}"]
     return []

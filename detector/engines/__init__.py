@@ -5,6 +5,7 @@ An engine imports its framework only when it is created, so ingest and sinks nev
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -64,6 +65,26 @@ class Engine(Protocol):
         """Raw YOLO head outputs (NHWC, float32 or float16; or what ``output_layout`` says) for a letterboxed RGB
         batch (B, S, S, 3): uint8 0-255, or float32 already divided by 255; or for what ``load`` returned."""
         ...
+
+
+NEEDS: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("tensorflow", "keras", "h5py"),
+    "torch": ("torch", "h5py"),
+    "onnx": ("onnxruntime",),
+}
+"""The modules each engine imports beyond the base install: what its extra of the same name installs."""
+
+
+def missing_modules(kind: str) -> list[str]:
+    """The modules engine ``kind`` needs that are not installed (found without importing them)."""
+    return [m for m in NEEDS[kind] if not _installed(m)]
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a broken half-installed package
+        return False
 
 
 def create_engine(cfg: EngineConfig, spec: ModelSpec, max_batch: int | None = None) -> Engine:

@@ -37,7 +37,7 @@ class WeightsInfo:
 
 
 def inspect_weights(path: Path) -> WeightsInfo:
-    import h5py  # comes with the tensorflow extra; only the detector reads weights
+    import h5py  # every engine that reads TrainYourOwnYOLO weights has it in its extra
 
     if not path.is_file():
         raise ModelFileError(path, "the weights file does not exist", "fix model.weights (or model.folder)")
