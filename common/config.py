@@ -18,7 +18,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -190,8 +192,13 @@ class FileSourceConfig(_Strict):
 
 class ImagesSourceConfig(_Strict):
     kind: Literal["images"] = "images"
-    path: ConfigPath = Field(description="Folder of images, read in name order.")
-    pattern: str = Field("*", min_length=1, description="Glob of the file names to read, e.g. '*.jpg'.")
+    path: ConfigPath = Field(
+        description="Folder of images, read in name order; or a text file listing images, one path a line (relative "
+        "to the list's folder), read in that order."
+    )
+    pattern: str = Field(
+        "*", min_length=1, description="Glob of the names to read in the folder, e.g. '*.jpg' ('**/*': subfolders too)."
+    )
     fps: float = Field(10.0, gt=0, le=1000, description="Frame rate the folder stands for (sampling, pacing).")
     loop: bool = Field(False, description="Start over after the last image instead of finishing.")
     realtime: bool = Field(False, description="Pace images at fps.")
@@ -256,7 +263,11 @@ class CameraConfig(_Strict):
         None, gt=0, le=1000, description="Publish at this rate instead (time-based: no drift); excludes every_n."
     )
     max_side: int = Field(640, ge=32, le=8192, description="Resize so the longer side is at most this.")
-    encoding: Literal["jpeg", "bgr8"] = Field("jpeg", description=f"jpeg, or raw BGR (max_side <= {RAW_MAX_SIDE}).")
+    encoding: Literal["jpeg", "png", "bgr8"] = Field(
+        "jpeg",
+        description=f"jpeg; png (lossless, for recordings whose every pixel counts); or raw BGR (max_side <= "
+        f"{RAW_MAX_SIDE}).",
+    )
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality.")
     maxlen: int | None = Field(
         None, ge=10, le=10_000_000, description="Cap of this camera's frames stream; default streams.frames_maxlen."
@@ -437,7 +448,17 @@ class OnnxEngineConfig(_Strict):
         return self
 
 
-EngineConfig = Annotated[TensorFlowEngineConfig | TorchEngineConfig | OnnxEngineConfig, Field(discriminator="kind")]
+def _engine_kind(value: Any) -> str | None:
+    # An engine without a kind is the default engine's settings (e.g. only a GPU set from the environment).
+    return value.get("kind", "tensorflow") if isinstance(value, dict) else getattr(value, "kind", None)
+
+
+EngineConfig = Annotated[
+    Annotated[TensorFlowEngineConfig, Tag("tensorflow")]
+    | Annotated[TorchEngineConfig, Tag("torch")]
+    | Annotated[OnnxEngineConfig, Tag("onnx")],
+    Discriminator(_engine_kind),
+]
 
 
 class PoolConfig(ConsumerConfig):
@@ -446,6 +467,12 @@ class PoolConfig(ConsumerConfig):
     model: ModelConfig
     engine: EngineConfig = Field(default_factory=TensorFlowEngineConfig)
     replicas: int = Field(1, ge=1, le=256, description="Processes the local launcher starts for this pool.")
+    gpus: list[Annotated[int, Field(ge=0, le=255)]] = Field(
+        default_factory=list,
+        max_length=256,
+        description="GPUs the local launcher spreads the replicas over: replica r runs with engine.gpu set to "
+        "gpus[r % len(gpus)]; empty: every replica on engine.gpu.",
+    )
     max_batch: int = Field(8, ge=1, le=1024, description="Most frames in one inference batch.")
     max_wait_ms: int = Field(
         20, ge=0, le=60_000, description="Longest wait for a batch to fill, from its first frame; then it runs."
@@ -462,6 +489,11 @@ class PoolConfig(ConsumerConfig):
     )
     iou_threshold: float = Field(0.45, gt=0, le=1, description="Per-class NMS IoU threshold.")
     max_per_class: int = Field(20, ge=1, le=10_000, description="Most boxes kept per class.")
+    clip_boxes: bool = Field(
+        True,
+        description="Clip boxes to the frame. false: as the network decoded them, as TrainYourOwnYOLO's detect_image "
+        "takes them before its own rounding (streamyolo detect, to write Detector.py's exact rows).",
+    )
     ignore_labels: list[str] = Field(default_factory=list, description="Labels never published.")
     decode_threads: int = Field(2, ge=1, le=64, description="Threads decoding and letterboxing the next batch.")
     inference_timeout_s: float = Field(
@@ -470,6 +502,8 @@ class PoolConfig(ConsumerConfig):
 
     @model_validator(mode="after")
     def _onnx_model_needs_onnx_engine(self) -> Self:
+        if self.gpus and self.engine.gpu is None:
+            raise ValueError(f"gpus {self.gpus} but engine.gpu is null (the CPU): remove one of them")
         if self.engine.kind == "onnx" and self.model.onnx is None:
             raise ValueError("engine.kind onnx needs model.onnx: the .onnx file to run")
         if self.model.onnx is not None and self.engine.kind != "onnx":

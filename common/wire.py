@@ -41,12 +41,20 @@ class Frame(_Message):
     capture_ts: float = Field(gt=0, description="Capture time, UNIX seconds.")
     width: Pixels = Field(description="Original frame width, before any resize.")
     height: Pixels = Field(description="Original frame height, before any resize.")
-    encoding: Literal["jpeg", "bgr8"] = Field(description="jpeg, or raw 8-bit BGR pixels row by row.")
+    encoding: Literal["jpeg", "png", "bgr8"] = Field(
+        description="jpeg; png (lossless: every pixel as read, for recordings); or raw 8-bit BGR pixels row by row."
+    )
     image_width: Pixels = Field(description="Width of the image carried in data (after resize).")
     image_height: Pixels = Field(description="Height of the image carried in data (after resize).")
     data: bytes = Field(min_length=1, description="The encoded image.")
     live: bool = Field(
         True, description="False for a recording read as fast as the detectors take it: never dropped as stale."
+    )
+    file: str | None = Field(
+        None, max_length=4096, description="A recording's frame: the image file, or the video file, it was read from."
+    )
+    frame_index: int | None = Field(
+        None, ge=0, description="A video file's frame: its position in the file, from 0, counting every frame."
     )
 
 
@@ -95,6 +103,8 @@ class Result(_Message):
     published_ts: float = Field(gt=0)
     timings: Timings
     detections: list[Detection]
+    file: str | None = Field(None, max_length=4096, description="The frame's file, when it came from a recording.")
+    frame_index: int | None = Field(None, ge=0, description="The frame's position in its video file, from 0.")
 
 
 class Alert(_Message):

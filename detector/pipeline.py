@@ -44,11 +44,13 @@ def _check_complete(frame: Frame) -> None:
 
 def decode_image(frame: Frame) -> np.ndarray:
     """The frame's image as RGB uint8, checked against the size the message announces."""
-    if frame.encoding == "jpeg":
+    if frame.encoding != "bgr8":
         bgr = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise ImageError(f"image of {len(frame.data)} bytes is not a decodable JPEG")
-        _check_complete(frame)
+            what = "JPEG" if frame.encoding == "jpeg" else "PNG (or it is cut short)"
+            raise ImageError(f"image of {len(frame.data)} bytes is not a decodable {what}")
+        if frame.encoding == "jpeg":
+            _check_complete(frame)
     else:
         expected = frame.image_width * frame.image_height * 3
         if len(frame.data) != expected:
@@ -63,7 +65,7 @@ def decode_image(frame: Frame) -> np.ndarray:
 
 def encoded_image(frame: Frame) -> bytes | np.ndarray:
     """What an engine that decodes on its device takes: JPEG bytes, checked by their header only (size and
-    format, without decoding), or a ``bgr8`` frame as RGB."""
+    format, without decoding), or a ``png`` or ``bgr8`` frame decoded to RGB."""
     if frame.encoding != "jpeg":
         return decode_image(frame)
     try:
@@ -221,7 +223,7 @@ class Pipeline:
             return Outcome([], prepared.failed)
         t1 = time.perf_counter()
         sizes = [(f.image_width, f.image_height) for f in prepared.frames]
-        cuts = (self._floor, self.pool.iou_threshold, self.pool.max_per_class)
+        cuts = (self._floor, self.pool.iou_threshold, self.pool.max_per_class, self.pool.clip_boxes)
         layout, num_classes, size = self.engine.output_layout, len(self.spec.classes), self.spec.input_size
         if layout == "yolov3":
             found = decode_heads(predicted.outputs, self.spec.anchors, num_classes, size, sizes, *cuts)
@@ -261,6 +263,8 @@ class Pipeline:
                 end_to_end_ms=max(0.0, (now - frame.capture_ts) * 1000),
             ),
             detections=self._detections(frame, dets),
+            file=frame.file,
+            frame_index=frame.frame_index,
         )
 
     def _detections(self, frame: Frame, dets: Detections) -> list[Detection]:

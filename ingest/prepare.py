@@ -22,16 +22,25 @@ def resize_to_max_side(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)  # AREA: no aliasing when shrinking
 
 
-def make_frame(camera: CameraConfig, image: np.ndarray, seq: int, capture_ts: float, live: bool = True) -> Frame:
-    """A wire frame from a BGR image; the original size travels with it."""
+def make_frame(
+    camera: CameraConfig,
+    image: np.ndarray,
+    seq: int,
+    capture_ts: float,
+    live: bool = True,
+    origin: tuple[str, int | None] | None = None,
+) -> Frame:
+    """A wire frame from a BGR image; the original size, and a recording's file and frame index, travel with it."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise EncodeError(f"expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
     small = resize_to_max_side(image, camera.max_side)
-    if camera.encoding == "jpeg":
-        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality])
+    if camera.encoding != "bgr8":
+        ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality]) if camera.encoding == "jpeg" else (
+            ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fmt: skip  # lossless anyway: favour speed over size
+        ok, buf = cv2.imencode(ext, small, params)
         if not ok:
-            raise EncodeError("OpenCV could not JPEG-encode the frame")
+            raise EncodeError(f"OpenCV could not encode the frame as {camera.encoding}")
         data = buf.tobytes()
     else:
         data = np.ascontiguousarray(small).tobytes()
@@ -46,4 +55,6 @@ def make_frame(camera: CameraConfig, image: np.ndarray, seq: int, capture_ts: fl
         image_height=small.shape[0],
         data=data,
         live=live,
+        file=origin[0] if origin else None,
+        frame_index=origin[1] if origin else None,
     )

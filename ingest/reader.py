@@ -132,7 +132,7 @@ class CameraReader:
     def _publish(self, source: Source, counters: StreamCounters, truth: IO[str] | None, live: bool) -> None:
         captured = time.time()
         try:
-            frame = make_frame(self.camera, source.retrieve(), self._seq, captured, live)
+            frame = make_frame(self.camera, source.retrieve(), self._seq, captured, live, source.origin())
         except (FrameError, EncodeError) as exc:
             counters.skipped += 1
             counters.last_error = str(exc)

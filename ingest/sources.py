@@ -52,6 +52,10 @@ class Source(Protocol):
 
     def retrieve(self) -> np.ndarray: ...
 
+    def origin(self) -> tuple[str, int | None] | None:
+        """Where the frame grabbed last lies: a file, and its position in it for a video; None for a camera."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -145,6 +149,9 @@ class SyntheticSource:
     def retrieve(self) -> np.ndarray:
         return self.render(self.index)
 
+    def origin(self) -> tuple[str, int | None] | None:
+        return None
+
     def close(self) -> None:
         pass
 
@@ -172,10 +179,12 @@ class CaptureSource:
         api: int = cv2.CAP_FFMPEG,
         params: list[int] | None = None,
         ffmpeg_options: str | None = None,
+        file: str | None = None,
     ) -> None:
         self.live = live
         self.loop = loop
         self._what = what
+        self._file = file
         with _OPEN_LOCK:
             saved = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
             if ffmpeg_options:
@@ -223,6 +232,9 @@ class CaptureSource:
         image: np.ndarray = frame
         return image
 
+    def origin(self) -> tuple[str, int | None] | None:
+        return None if self._file is None else (self._file, self._index)
+
     def close(self) -> None:
         self._cap.release()
 
@@ -231,19 +243,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class ImagesSource:
-    """A folder of images in name order, standing for a camera at ``fps``."""
+    """A folder of images in name order, or the images a list file names in its order, standing for a camera at
+    ``fps``."""
 
     live = False
 
     def __init__(self, cfg: ImagesSourceConfig) -> None:
         self.cfg = cfg
         self.fps: float | None = cfg.fps
-        folder = Path(cfg.path)
-        if not folder.is_dir():
-            raise SourceError(f"image folder {folder} does not exist: fix the camera's source.path")
-        self._files = sorted(p for p in folder.glob(cfg.pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self._files:
-            raise SourceError(f"image folder {folder} has no images matching {cfg.pattern!r}")
+        self._files = _image_list(Path(cfg.path)) if Path(cfg.path).is_file() else _image_folder(Path(cfg.path), cfg)
         self.total = None if cfg.loop else len(self._files)
         self._index = -1
 
@@ -255,14 +263,39 @@ class ImagesSource:
 
     def retrieve(self) -> np.ndarray:
         path = self._files[self._index % len(self._files)]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        # The pixels as stored, like PIL's Image.open, which TrainYourOwnYOLO trains and detects with: an EXIF
+        # orientation tag is not applied.
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
-            raise FrameError(f"{path} is not a readable image")
+            raise FrameError(f"{path} is not a readable image (missing, truncated, or not an image format)")
         frame: np.ndarray = image
         return frame
 
+    def origin(self) -> tuple[str, int | None] | None:
+        return str(self._files[self._index % len(self._files)]), None
+
     def close(self) -> None:
         pass
+
+
+def _image_folder(folder: Path, cfg: ImagesSourceConfig) -> list[Path]:
+    if not folder.is_dir():
+        raise SourceError(f"image folder {folder} does not exist: fix the camera's source.path")
+    files = sorted(p for p in folder.glob(cfg.pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise SourceError(f"image folder {folder} has no images matching {cfg.pattern!r}")
+    return files
+
+
+def _image_list(listing: Path) -> list[Path]:
+    try:
+        lines = listing.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"image list {listing} cannot be read ({exc}): fix the camera's source.path") from None
+    files = [listing.parent / line.strip() for line in lines if line.strip()]
+    if not files:
+        raise SourceError(f"image list {listing} names no images: one path a line")
+    return files
 
 
 def open_source(cfg: SourceConfig, decoder_threads: int = 1) -> Source:
@@ -277,7 +310,7 @@ def open_source(cfg: SourceConfig, decoder_threads: int = 1) -> Source:
         if not path.is_file():
             raise SourceError(f"video file {path} does not exist: fix the camera's source.path")
         what = f"video file {path} (is it a video FFmpeg can read?)"
-        return CaptureSource(str(path), what, live=False, loop=cfg.loop, params=threads)
+        return CaptureSource(str(path), what, live=False, loop=cfg.loop, params=threads, file=str(path))
     if isinstance(cfg, RtspSourceConfig | HttpSourceConfig):
         timeouts = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,

@@ -30,10 +30,10 @@ class Boxes(Protocol):
 
 def frame_image(frame: Frame) -> np.ndarray:
     """The frame's image as a writable BGR array; ValueError saying why when it cannot be decoded."""
-    if frame.encoding == "jpeg":
+    if frame.encoding != "bgr8":
         image: np.ndarray | None = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise ValueError("the JPEG image cannot be decoded")
+            raise ValueError(f"the {frame.encoding.upper()} image cannot be decoded")
         return image
     expected = frame.image_width * frame.image_height * 3
     if len(frame.data) != expected:

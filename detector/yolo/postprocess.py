@@ -323,6 +323,7 @@ def decode_boxes(
     score_threshold: float = 0.3,
     iou_threshold: float = 0.45,
     max_per_class: int = 20,
+    clip: bool = True,
 ) -> list[Detections]:
     """Per-image detections from one output of boxes the network decoded itself (Ultralytics-style exports).
 
@@ -367,7 +368,7 @@ def decode_boxes(
                 threshold=thr,
                 iou_threshold=iou_threshold,
                 max_per_class=max_per_class,
-                clip=True,
+                clip=clip,
             )
         )
     return found

@@ -296,3 +296,29 @@ def test_a_batch_with_nothing_to_load_never_calls_the_engine() -> None:
     engine.loads_images = True
     out = pipeline.process([frame_entry(1, b"junk")])
     assert engine.loaded == [] and engine.batches == [] and len(out.failed) == 1
+
+
+def test_a_png_frame_reaches_the_engine_pixel_for_pixel_and_a_cut_one_is_refused() -> None:
+    from detector.pipeline import ImageError, decode_image
+
+    rgb = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
+    assert ok
+
+    def png(data: bytes) -> Frame:
+        return Frame(stream="cam", seq=0, capture_ts=time.time(), width=32, height=24, encoding="png",
+                     image_width=32, image_height=24, data=data)  # fmt: skip
+
+    assert np.array_equal(decode_image(png(buf.tobytes())), rgb)
+    with pytest.raises(ImageError, match="not a decodable PNG"):
+        decode_image(png(buf.tobytes()[: len(buf) // 2]))
+
+
+def test_a_recordings_file_and_frame_index_go_on_to_its_result_and_boxes_may_stay_unclipped() -> None:
+    pipeline, _ = make([0], clip_boxes=False)
+    frame = decode(jpeg_entry(0).payload, Frame).model_copy(update={"file": "/v.mp4", "frame_index": 9})
+    (_, result), *_ = pipeline.process([Entry("k", "1-0", encode(frame))]).published
+    assert (result.file, result.frame_index) == ("/v.mp4", 9)
+    assert result.detections[0].box[0] < 0  # the anchor-sized box at the corner cell reaches past the edge
+    (_, clipped), *_ = make([0])[0].process([Entry("k", "1-0", encode(frame))]).published
+    assert clipped.detections[0].box[0] == 0

@@ -159,3 +159,50 @@ def test_a_webcam_that_is_not_there_is_a_clear_source_error() -> None:
 def test_passwords_never_reach_the_logs() -> None:
     assert _redact("rtsp://admin:hunter2@10.0.0.5:554/stream1") == "rtsp://admin:***@10.0.0.5:554/stream1"
     assert _redact("http://cam.local/mjpeg") == "http://cam.local/mjpeg"
+
+
+def test_an_image_list_is_read_in_its_order_and_each_frame_names_its_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name, value in (("b.png", 10), ("sub/a.png", 20)):
+        cv2.imwrite(str(tmp_path / name), np.full((8, 12, 3), value, np.uint8))
+    listing = tmp_path / "list.txt"
+    listing.write_text("sub/a.png\n\nb.png\n", encoding="utf-8")  # relative to the list; blank lines ignored
+    src = open_source(ImagesSourceConfig(path=listing))
+    seen = []
+    while src.grab() is not None:
+        seen.append((int(src.retrieve()[0, 0, 0]), src.origin()))
+    assert seen == [(20, (str(tmp_path / "sub" / "a.png"), None)), (10, (str(tmp_path / "b.png"), None))]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="names no images"):
+        open_source(ImagesSourceConfig(path=empty))
+
+
+def test_images_are_read_as_stored_without_applying_an_exif_rotation(tmp_path: Path) -> None:
+    """As PIL reads them, which TrainYourOwnYOLO trains and detects with."""
+    from PIL import Image
+
+    pixels = np.zeros((10, 30, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif)
+    src = open_source(ImagesSourceConfig(path=tmp_path))
+    assert src.grab() is not None
+    assert src.retrieve().shape == (10, 30, 3)
+    assert cv2.imread(str(tmp_path / "phone.jpg")).shape == (30, 10, 3)  # OpenCV's default would turn it
+
+
+def test_a_video_files_frames_name_the_file_and_their_index_and_a_png_frame_is_lossless(tmp_path: Path) -> None:
+    write_video(tmp_path / "v.avi", 3)
+    src = open_source(FileSourceConfig(path=tmp_path / "v.avi"))
+    origins = []
+    while src.grab() is not None:
+        origins.append(src.origin())
+    assert origins == [(str(tmp_path / "v.avi"), i) for i in range(3)]
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    camera = CameraConfig(name="c", source=SyntheticSourceConfig(), encoding="png", max_side=8192)
+    frame = make_frame(camera, image, 0, 1.0, live=False, origin=("/x/v.avi", 7))
+    assert (frame.file, frame.frame_index, frame.encoding) == ("/x/v.avi", 7, "png")
+    decoded = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and np.array_equal(decoded, image)
+    assert synthetic().origin() is None
