@@ -2,7 +2,10 @@
 
 ``streamyolo --config compose/local.yaml [--duration S]``. Ctrl-C (or the duration) stops ingest first, lets the
 detectors and sinks finish what is already queued (up to ``--drain`` seconds), then stops them; a second Ctrl-C
-stops everything at once.
+stops everything at once. When every camera is a recording that ends (a file or image folder without ``loop``),
+the stack stops by itself once ingest has read them all and every frame is answered and stored.
+
+``streamyolo detect ...`` is TrainYourOwnYOLO's ``Detector.py`` on this stack (see ``detector/detect.py``).
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import redis
 
-from common.config import ConfigError, ConsumerConfig, StackConfig, load_config
+from common.config import ENV_PREFIX, ConfigError, ConsumerConfig, StackConfig, load_config
 from common.embedded import redis_url
 from common.keys import Keys, matches
 from common.redact import redact
@@ -45,6 +48,15 @@ def commands(cfg: StackConfig, config: Path) -> dict[str, list[str]]:
     elif cfg.ingest.cameras:
         procs["ingest"] = ["ingest", *base]
     return procs
+
+
+def environments(cfg: StackConfig) -> dict[str, dict[str, str]]:
+    """What a process's environment adds, by display name: each replica of a pool with ``gpus`` its own GPU."""
+    return {
+        f"detector-{pool.name}-{r}": {f"{ENV_PREFIX}DETECTOR__POOLS__{pool.name.upper()}__ENGINE__GPU": str(gpu)}
+        for pool in cfg.detector.pools
+        for r, gpu in enumerate(pool.gpus[r % len(pool.gpus)] for r in range(pool.replicas) if pool.gpus)
+    }
 
 
 def backlog(cfg: StackConfig, client: redis.Redis) -> int:
@@ -78,6 +90,12 @@ def backlog(cfg: StackConfig, client: redis.Redis) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["detect"]:
+        # The one entry point users have; the command itself belongs with the detector it stands in for.
+        from detector.detect import main as detect
+
+        return detect(argv[1:])
     p = argparse.ArgumentParser(prog="streamyolo", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=Path("compose/local.yaml"), help="stack config (YAML)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -90,16 +108,34 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.problems:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    return run_stack(cfg, args.config, args.duration, args.drain)
+
+
+OnUrl = Callable[[str], None]
+
+
+def run_stack(
+    cfg: StackConfig, config: Path, duration: float | None = None, drain: float = 30.0, on_url: OnUrl | None = None
+) -> int:
+    """Start every process of the stack ``config`` describes (and an embedded server if it names none), supervise
+    them until a stop, the duration, or the end of every recording, drain, stop; 0 when all went well.
+    ``on_url`` is called with the server's URL while the stack still runs, after it drained (the queues empty)."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    shutdown = Shutdown(drain_s=args.drain + 30, on_exit=lambda: _kill(procs.values())).install()
+    shutdown = Shutdown(drain_s=drain + 30, on_exit=lambda: _kill(procs.values())).install()
     with redis_url(cfg) as url:
         env = {**os.environ, "REDIS_URL": url}
         try:
-            for name, cmd in commands(cfg, args.config).items():
+            extra = environments(cfg)
+            for name, cmd in commands(cfg, config).items():
                 # Own sessions: a terminal's Ctrl-C reaches only the launcher, which stops the stack in order.
-                procs[name] = subprocess.Popen([sys.executable, "-m", *cmd], env=env, start_new_session=True)
+                procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", *cmd], env={**env, **extra.get(name, {})}, start_new_session=True
+                )
             log.info("started %s on %s", ", ".join(procs), redact(url))
-            return _supervise(cfg, url, procs, shutdown, args.duration, args.drain)
+            code = _supervise(cfg, url, procs, shutdown, duration, drain)
+            if on_url is not None:
+                on_url(url)
+            return code
         finally:
             _kill(procs.values())  # never leave orphans behind, whatever happened above
 
@@ -113,33 +149,66 @@ def _supervise(
     drain: float,
 ) -> int:
     deadline = time.monotonic() + duration if duration else float("inf")
-    failed = ""
+    failed, ended = "", False
+    ingest = {n: p for n, p in procs.items() if n.startswith("ingest")}
     while not shutdown.is_set() and time.monotonic() < deadline:
-        crashed = [n for n, p in procs.items() if not n.startswith("ingest") and p.poll() is not None]
+        crashed = [n for n, p in procs.items() if p.poll() not in (None, 0) or (p.poll() == 0 and n not in ingest)]
         if crashed:
             failed = f"{', '.join(crashed)} exited unexpectedly"
             log.error("%s: stopping the stack", failed)
             break
+        if ingest and all(p.poll() == 0 for p in ingest.values()):
+            ended = True  # every camera was a recording, and each has been read to its end
+            log.info("every recording has been read: stopping once every frame is answered and stored")
+            break
         shutdown.wait(0.5)
-    _stop([p for n, p in procs.items() if n.startswith("ingest")], 10.0)
-    end = time.monotonic() + drain
-    client = connect(url, cfg.redis.model_copy(update={"retries": 1}))
-    while not failed and time.monotonic() < end:
-        try:
-            left = backlog(cfg, client)
-        except TRANSIENT_ERRORS as exc:
-            log.error("cannot see the queues (%s): stopping without draining", exc)
-            break
-        if not left:
-            break
-        log.info("draining: %d entries still queued", left)
-        time.sleep(1.0)
-    client.close()
-    _stop([p for n, p in procs.items() if not n.startswith("ingest")], 15.0)
+    _stop(list(ingest.values()), 10.0)
+    others = [p for n, p in procs.items() if n not in ingest]
+    failed = failed or _drain(cfg, url, shutdown, drain, ended, lambda: all(p.poll() is None for p in others))
+    _stop([p for n, p in procs.items() if n not in ingest], 15.0)
     bad = {n: p.returncode for n, p in procs.items() if p.returncode not in (0, -signal.SIGTERM)}
     if bad:
         log.error("exit codes: %s", bad)
     return 1 if failed or bad else 0
+
+
+STARTUP_S = 300.0
+"""After the recordings ended: how long the queues may stand still before the first frame is answered (a detector
+may still be loading its model, compiling, capturing graphs)."""
+
+
+def _drain(cfg: StackConfig, url: str, shutdown: Shutdown, drain: float, ended: bool, alive: Callable[[], bool]) -> str:
+    """Wait until nothing is queued: at most ``drain`` seconds after a stop; after the recordings ended, for as long
+    as the backlog keeps shrinking (they have no deadline), giving up after ``drain`` seconds without progress.
+    Returns why it gave up, or an empty string."""
+    client = connect(url, cfg.redis.model_copy(update={"retries": 1}))
+    end = time.monotonic() + (max(drain, STARTUP_S) if ended else drain)
+    least = None
+    why = ""
+    while time.monotonic() < end and not (ended and shutdown.is_set()):
+        if not alive():
+            why = "a detector or sink exited while frames were queued"
+            log.error("%s: stopping", why)
+            break
+        try:
+            left = backlog(cfg, client)
+        except TRANSIENT_ERRORS as exc:
+            why = f"cannot see the queues ({exc})"
+            log.error("%s: stopping without draining", why)
+            break
+        if not left:
+            break
+        if ended and least is not None and left < least:
+            end = time.monotonic() + drain  # progress: the recordings' frames are still being answered
+        least = left if least is None else min(least, left)
+        log.info("draining: %d entries still queued", left)
+        time.sleep(1.0)
+    else:
+        if ended:
+            why = "the detectors or sinks stopped making progress" if not shutdown.is_set() else "stopped"
+            log.error("%s: stopping with frames unanswered", why)
+    client.close()
+    return why
 
 
 def _kill(procs: Iterable[subprocess.Popen[bytes]]) -> None:

@@ -226,3 +226,26 @@ def test_config_errors_never_show_a_password_or_a_header() -> None:
         problems = errors(text, environ=environ)
         assert any(shown in p for p in problems), problems
         assert not any(secret in p for p in problems), problems
+
+
+def test_the_launcher_spreads_a_pools_replicas_over_its_gpus_and_gpus_need_an_engine_on_a_gpu() -> None:
+    from common.launcher import commands, environments
+
+    cfg = parse_config(
+        "detector: {pools: [{name: main, model: {classes: [a]}, replicas: 3, gpus: [0, 1]},"
+        " {name: cpu, model: {classes: [a]}, engine: {kind: torch, gpu: null}}]}"
+    )
+    variable = "STREAMYOLO__DETECTOR__POOLS__MAIN__ENGINE__GPU"
+    assert environments(cfg) == {f"detector-main-{r}": {variable: gpu} for r, gpu in enumerate("010")}
+    assert "detector-cpu-0" in commands(cfg, Path("s.yaml"))
+    # What each replica's environment says is what that replica's config then holds.
+    assert (
+        parse_config("detector: {pools: [{name: main, model: {classes: [a]}, gpus: [0, 1]}]}", environ={variable: "1"})
+        .pool("main")
+        .engine.gpu
+        == 1
+    )
+    with pytest.raises(ConfigError, match=r"gpus \[0\] but engine.gpu is null"):
+        parse_config(
+            "detector: {pools: [{name: p, model: {classes: [a]}, gpus: [0], engine: {kind: torch, gpu: null}}]}"
+        )
