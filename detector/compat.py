@@ -78,8 +78,7 @@ class YOLO:
         started = time.perf_counter()
         self.engine: Engine = create_engine(engine, self.spec)
         log.info("%s model, anchors, and classes loaded in %.2f s", model_path, time.perf_counter() - started)
-        hues = [colorsys.hsv_to_rgb(i / len(self.class_names), 1.0, 1.0) for i in range(len(self.class_names))]
-        self.colors = [tuple(int(c * 255) for c in hue) for hue in hues]
+        self.colors = class_colours(len(self.class_names))
 
     def detect_image(self, image: Image.Image | np.ndarray, show_stats: bool = False) -> tuple[list[Row], Any]:
         """TYOY's ``detect_image``: rows of [xmin, ymin, xmax, ymax, class_index, score], and the drawn image."""
@@ -114,20 +113,31 @@ class YOLO:
         if not self.draw:
             return image
         canvas = np.array(_rgb(image))
-        thickness = max(1, (canvas.shape[0] + canvas.shape[1]) // 300)
-        for left, top, right, bottom, cls, score in rows:
-            index = cls if isinstance(cls, int) else self.class_names.index(cls)
-            colour = self.colors[index]
-            cv2.rectangle(canvas, (left, top), (right, bottom), colour, thickness)
-            label = f"{self.class_names[index]} {score:.2f}"
-            (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-            y = top - th - 4 if top - th - 4 >= 0 else bottom
-            cv2.rectangle(canvas, (left, y), (left + tw + 2, y + th + 4), colour, -1)
-            cv2.putText(canvas, label, (left + 1, y + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        draw_rows(canvas, rows, self.class_names, self.colors)
         return Image.fromarray(canvas) if isinstance(image, Image.Image) else canvas
 
     def close_session(self) -> None:
         """TYOY's; nothing to close here."""
+
+
+def class_colours(count: int) -> list[tuple[int, ...]]:
+    """One colour per class, spread around the hue circle (as TYOY's)."""
+    hues = [colorsys.hsv_to_rgb(i / count, 1.0, 1.0) for i in range(count)]
+    return [tuple(int(c * 255) for c in hue) for hue in hues]
+
+
+def draw_rows(canvas: np.ndarray, rows: Sequence[Row], class_names: Sequence[str], colours: Sequence[Any]) -> None:
+    """Draw rows (class index or name) in place on an image array, each class in its colour with its score."""
+    thickness = max(1, (canvas.shape[0] + canvas.shape[1]) // 300)
+    for left, top, right, bottom, cls, score in rows:
+        index = cls if isinstance(cls, int) else list(class_names).index(cls)
+        colour = colours[index]
+        cv2.rectangle(canvas, (left, top), (right, bottom), colour, thickness)
+        label = f"{class_names[index]} {score:.2f}"
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        y = top - th - 4 if top - th - 4 >= 0 else bottom
+        cv2.rectangle(canvas, (left, y), (left + tw + 2, y + th + 4), colour, -1)
+        cv2.putText(canvas, label, (left + 1, y + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def _rgb(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -140,15 +150,22 @@ def _rgb(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def _tyoy_rows(dets: Detections, width: int, height: int) -> list[Row]:
-    """TYOY's rounding, clamping and order (it walks yolo_eval's output backwards)."""
+    return tyoy_rows(dets.boxes.tolist(), dets.classes.tolist(), dets.scores.tolist(), width, height)
+
+
+def tyoy_rows(
+    boxes: Sequence[Sequence[float]], classes: Sequence[int], scores: Sequence[float], width: int, height: int
+) -> list[Row]:
+    """TYOY's rows from detections in decoding order: its rounding, clamping and order (it walks yolo_eval's
+    output backwards)."""
     rows: list[Row] = []
-    for i in reversed(range(len(dets))):
-        xmin, ymin, xmax, ymax = (float(v) for v in dets.boxes[i])
+    for i in reversed(range(len(boxes))):
+        xmin, ymin, xmax, ymax = (float(v) for v in boxes[i])
         top = max(0, math.floor(ymin + 0.5))
         left = max(0, math.floor(xmin + 0.5))
         bottom = min(height, math.floor(ymax + 0.5))
         right = min(width, math.floor(xmax + 0.5))
         if top > height or right > width:
             continue
-        rows.append([left, top, right, bottom, int(dets.classes[i]), float(dets.scores[i])])
+        rows.append([left, top, right, bottom, int(classes[i]), float(scores[i])])
     return rows
