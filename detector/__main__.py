@@ -7,7 +7,7 @@ import sys
 
 from common import service
 from common.config import StackConfig
-from detector.engines import missing_modules
+from detector.engines import extra_hint, missing_extra
 from detector.model import ModelSpec
 from detector.worker import run
 
@@ -18,15 +18,13 @@ def check(config: StackConfig, args: argparse.Namespace) -> list[str]:
     if problems:
         return problems
     pool = config.pool(args.pool)
-    kind = pool.engine.kind
-    needs = f"the {kind} engine needs the {kind} extra: pip install 'streamyolo[{kind}]'"
-    absent = missing_modules(kind)
-    if absent:
-        return [f"detector.pools[{args.pool}].engine: {needs} (missing: {', '.join(absent)})"]
+    missing = missing_extra(pool.engine.kind)
+    if missing:
+        return [f"detector.pools[{args.pool}].engine: {missing}"]
     try:
         ModelSpec.from_config(pool.model)
     except ImportError as exc:  # a module the engine's extra should have brought, or one it imports in turn
-        return [f"detector.pools[{args.pool}].engine: {needs} ({exc})"]
+        return [f"detector.pools[{args.pool}].engine: {extra_hint(pool.engine.kind)} ({exc})"]
     except ValueError as exc:  # ModelFileError names the file, the problem and the fix
         return [f"detector.pools[{args.pool}].model: {exc}"]
     return []

@@ -36,11 +36,11 @@ import yaml
 from PIL import Image
 
 from common.config import ConfigError, StackConfig, load_config
-from common.launcher import run_stack
+from common.launcher import OnUrl, run_stack
 from common.redis_io import connect
 from common.service import EXIT_CONFIG
 from detector.compat import Row, class_colours, draw_rows, tyoy_rows
-from detector.engines import missing_modules
+from detector.engines import missing_extra
 
 log = logging.getLogger("streamyolo.detect")
 
@@ -213,7 +213,7 @@ def pool_section(args: argparse.Namespace, base: Path, user: dict[str, Any]) -> 
 def engine_kind(asked: str) -> str:
     if asked != "auto":
         return asked
-    return "torch" if not missing_modules("torch") else "tensorflow"
+    return "torch" if missing_extra("torch") is None else "tensorflow"
 
 
 def stack_config(args: argparse.Namespace, base: Path, inputs: Inputs, work: Path) -> dict[str, Any]:
@@ -249,7 +249,7 @@ def stack_config(args: argparse.Namespace, base: Path, inputs: Inputs, work: Pat
     }
 
 
-def forget(prefix: str) -> Any:
+def forget(prefix: str) -> OnUrl:
     """After a run on the user's own server: remove every key the run made there."""
 
     def remove(url: str) -> None:
@@ -319,9 +319,12 @@ def write_outputs(args: argparse.Namespace, inputs: Inputs, found: Iterable[Answ
                 problems.append(f"{image}: not answered: {_why_image(image)}")
                 continue
             writer.writerows([image.name, str(image), *row, answer.width, answer.height] for row in answer.rows)
-            if save:
-                _annotate_image(image, answer, annotated_name(args.output, args.input_path, image, args.postfix),
-                                classes, colours)  # fmt: skip
+            target = annotated_name(args.output, args.input_path, image, args.postfix)
+            try:
+                if save:
+                    _annotate_image(image, answer, target, classes, colours)
+            except OSError as exc:  # answered, and its rows written: only the drawn copy is missing
+                problems.append(f"{image}: the annotated copy {target} could not be written: {exc}")
         for video in inputs.videos:
             frames = by_video.get(video.resolve(), {})
             for index in sorted(frames):
@@ -426,7 +429,11 @@ def _run(args: argparse.Namespace, base: Path, inputs: Inputs, work: Path, probl
         config: StackConfig = load_config(path)
         from detector.model import ModelSpec  # reads the model files: refuse a bad model before starting anything
 
-        classes = list(ModelSpec.from_config(config.detector.pools[0].model).classes)
+        pool = config.detector.pools[0]
+        missing = missing_extra(pool.engine.kind)
+        if missing:
+            raise ValueError(missing)
+        classes = list(ModelSpec.from_config(pool.model).classes)
     except (ConfigError, ValueError) as exc:
         for line in exc.problems if isinstance(exc, ConfigError) else [str(exc)]:
             print(f"config error: {line}", file=sys.stderr)

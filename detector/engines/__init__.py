@@ -75,9 +75,15 @@ NEEDS: dict[str, tuple[str, ...]] = {
 """The modules each engine imports beyond the base install: what its extra of the same name installs."""
 
 
-def missing_modules(kind: str) -> list[str]:
-    """The modules engine ``kind`` needs that are not installed (found without importing them)."""
-    return [m for m in NEEDS[kind] if not _installed(m)]
+def extra_hint(kind: str) -> str:
+    """What to install for engine ``kind``."""
+    return f"the {kind} engine needs the {kind} extra: pip install 'streamyolo[{kind}]'"
+
+
+def missing_extra(kind: str) -> str | None:
+    """Why engine ``kind`` cannot run here (modules of its extra that are not installed), or None."""
+    absent = [m for m in NEEDS[kind] if not _installed(m)]
+    return f"{extra_hint(kind)} (missing: {', '.join(absent)})" if absent else None
 
 
 def _installed(module: str) -> bool:
