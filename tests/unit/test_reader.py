@@ -36,6 +36,9 @@ class Flaky:
     def retrieve(self) -> np.ndarray:
         return np.zeros((8, 8, 3), np.uint8)
 
+    def origin(self) -> tuple[str, int | None] | None:
+        return None
+
     def close(self) -> None:
         pass
 
