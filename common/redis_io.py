@@ -537,6 +537,23 @@ def stream_keys(client: redis.Redis, pattern: str, head: str, names: Sequence[st
     return sorted(found)
 
 
+REFUSED_OR_TRANSIENT: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, ResponseError)
+
+
+def remove_prefix(url: str, prefix: str, cfg: RedisConfig | None = None) -> str | None:
+    """Delete every key under ``prefix:`` (a finished run's streams); returns why it could not, or None."""
+    client = connect(url, cfg)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    except REFUSED_OR_TRANSIENT as exc:  # unreachable, or an ACL without DEL
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
 def _payload(fields: Any, name: str) -> bytes | None:
     if not fields:
         return None

@@ -37,7 +37,7 @@ from PIL import Image
 
 from common.config import ConfigError, StackConfig, load_config
 from common.launcher import OnUrl, run_stack
-from common.redis_io import connect
+from common.redis_io import remove_prefix
 from common.service import EXIT_CONFIG
 from detector.compat import Row, class_colours, draw_rows, tyoy_rows
 from detector.engines import missing_extra
@@ -249,17 +249,14 @@ def stack_config(args: argparse.Namespace, base: Path, inputs: Inputs, work: Pat
     }
 
 
-def forget(prefix: str) -> OnUrl:
+def forget(config: StackConfig) -> OnUrl:
     """After a run on the user's own server: remove every key the run made there."""
 
     def remove(url: str) -> None:
-        client = connect(url)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            for i in range(0, len(keys), 500):
-                client.delete(*keys[i : i + 500])
-        finally:
-            client.close()
+        prefix = config.streams.prefix
+        why = remove_prefix(url, prefix, config.redis)
+        if why is not None:
+            log.warning("the run's keys could not be removed (%s): remove %s:* from the server yourself", why, prefix)
 
     return remove
 
@@ -440,8 +437,7 @@ def _run(args: argparse.Namespace, base: Path, inputs: Inputs, work: Path, probl
         return EXIT_CONFIG
     code = 0
     if inputs.images or inputs.videos:
-        prefix = config.streams.prefix
-        code = run_stack(config, path, drain=args.drain, on_url=forget(prefix) if config.redis.url else None)
+        code = run_stack(config, path, drain=args.drain, on_url=forget(config) if config.redis.url else None)
     problems.extend(write_outputs(args, inputs, answers(work / "results.jsonl"), classes))
     box = args.box or args.output / "Detection_Results.csv"
     log.info("wrote %s%s", box, "" if args.no_save_img else f" and the annotated files in {args.output}")

@@ -231,3 +231,21 @@ sinks:
     assert got == sorted(
         [("pictures", f"{i}.png", None) for i in range(5)] + [("clip", "clip.mp4", i) for i in range(7)]
     )
+
+
+def test_detect_on_a_server_of_ones_own_leaves_none_of_its_keys_behind(
+    tyoy: dict[str, Any], tmp_path: Path, server_url: str
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(server_url)
+    before = set(client.keys("*"))
+    done = streamyolo("detect", "--redis-url", server_url, "--input_path", str(tyoy["images"][0]),
+                      "--output", str(tmp_path), "--yolo_model", str(DEMO / "trained_weights_final.h5"),
+                      "--anchors", str(DEMO / "yolo-tiny_anchors.txt"), "--classes", str(DEMO / "data_classes.txt"),
+                      "--input_size", "128", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    _, rows = read_csv(tmp_path / "Detection_Results.csv")
+    assert set(rows) == {"img0.png"}
+    assert set(client.keys("*")) == before  # its frames, results, groups and tallies were removed
+    client.close()
