@@ -91,7 +91,10 @@ def test_dockerfiles_copy_what_exists_run_as_a_user_and_check_health(dockerfile:
             for source in sources:
                 assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}: no such file in the context"
                 assert not ignored_by_docker(source), f"{dockerfile.name}: COPY {source} is in .dockerignore"
-    base = re.search(r"^FROM (\S+)", text, re.M)
+    # The base image is a build argument (a copy in a registry of one's own; the tests' local stand-ins) whose
+    # default is the pinned official image.
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M), "FROM ${BASE_IMAGE}, a build argument"
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
     assert base and ":" in base.group(1) and not base.group(1).endswith(":latest"), "pin the base image's tag"
     assert re.search(r"^USER 10001$", text, re.M), "run as the non-root user"
     assert "HEALTHCHECK" in text
