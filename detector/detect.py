@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -440,9 +441,15 @@ def _run(args: argparse.Namespace, base: Path, inputs: Inputs, work: Path, probl
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     code = 0
+    started = time.monotonic()
     if inputs.images or inputs.videos:
         code = run_stack(config, path, drain=args.drain, on_url=forget(config) if config.redis.url else None)
-    problems.extend(write_outputs(args, inputs, answers(work / "results.jsonl"), classes))
+    found = list(answers(work / "results.jsonl"))
+    seconds = time.monotonic() - started
+    log.info("answered %d frames (%d images, %d video frames) in %.1f s: %.1f frames/s", len(found),
+             sum(a.frame_index is None for a in found), sum(a.frame_index is not None for a in found), seconds,
+             len(found) / max(seconds, 1e-9))  # fmt: skip
+    problems.extend(write_outputs(args, inputs, found, classes))
     box = args.box or args.output / "Detection_Results.csv"
     log.info("wrote %s%s", box, "" if args.no_save_img else f" and the annotated files in {args.output}")
     return code

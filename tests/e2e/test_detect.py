@@ -134,6 +134,7 @@ def test_detect_writes_the_rows_detector_py_writes_for_images_and_video_frames(
     # broken.jpg cannot be read: the run says so and fails, but everything else is answered and written.
     assert done.returncode == 1, done.stderr[-4000:]
     assert "broken.jpg: not answered: not a readable image" in done.stderr
+    assert f"answered {3 + VIDEO_FRAMES} frames (3 images, {VIDEO_FRAMES} video frames)" in done.stderr
     header, rows = read_csv(results / "Detection_Results.csv")
     assert header == ["image", "image_path", "xmin", "ymin", "xmax", "ymax", "label", "confidence", "x_size", "y_size"]
     problems = []
