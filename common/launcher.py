@@ -5,7 +5,8 @@ detectors and sinks finish what is already queued (up to ``--drain`` seconds), t
 stops everything at once. When every camera is a recording that ends (a file or image folder without ``loop``),
 the stack stops by itself once ingest has read them all and every frame is answered and stored.
 
-``streamyolo detect ...`` is TrainYourOwnYOLO's ``Detector.py`` on this stack (see ``detector/detect.py``).
+``streamyolo detect ...`` is TrainYourOwnYOLO's ``Detector.py`` on this stack (``detector/detect.py``, registered
+as a command in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import redis
@@ -91,11 +93,9 @@ def backlog(cfg: StackConfig, client: redis.Redis) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["detect"]:
-        # The one entry point users have; the command itself belongs with the detector it stands in for.
-        from detector.detect import main as detect
-
-        return detect(argv[1:])
+    command = subcommand(argv[0]) if argv and not argv[0].startswith("-") else None
+    if command is not None:
+        return command(argv[1:])
     p = argparse.ArgumentParser(prog="streamyolo", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=Path("compose/local.yaml"), help="stack config (YAML)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -109,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     return run_stack(cfg, args.config, args.duration, args.drain)
+
+
+COMMANDS = "streamyolo.commands"
+"""Entry-point group of ``streamyolo NAME`` commands: each lives with the part it belongs to (``detect``: the
+detector) and registers itself in pyproject.toml, so the launcher imports none of them."""
+
+
+def subcommand(name: str) -> Callable[[list[str]], int] | None:
+    """The installed command ``streamyolo NAME``, or None."""
+    found = [e for e in entry_points(group=COMMANDS) if e.name == name]
+    command: Callable[[list[str]], int] | None = found[0].load() if found else None
+    return command
 
 
 OnUrl = Callable[[str], None]

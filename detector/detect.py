@@ -399,6 +399,7 @@ def _annotate_video(
 
 # ---------------------------------------------------------------------------------------------------- the command
 def main(argv: Sequence[str] | None = None) -> int:
+    """``streamyolo detect``: registered as a command in pyproject.toml."""
     base = tyoy_folder(Path.cwd())
     args = parser(base).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s streamyolo %(levelname)s: %(message)s")

@@ -43,3 +43,13 @@ def test_annotated_files_keep_their_subfolder_under_the_output_with_the_postfix(
     assert annotated_name(out, root, root / "a" / "cat.jpg", "_catface") == out / "a" / "cat_catface.jpg"
     assert annotated_name(out, root / "x.png", root / "x.png", "_p") == out / "x_p.png"
     assert annotated_name(out, root, root / "clip.mpg", "_p", ".mp4") == out / "clip_p.mp4"
+
+
+def test_detect_is_a_command_the_launcher_finds_registered_without_importing_it() -> None:
+    from common.launcher import subcommand
+    from detector.detect import main
+
+    assert subcommand("detect") is main
+    assert subcommand("no-such-command") is None
+    launcher = (Path(__file__).parents[2] / "common" / "launcher.py").read_text()
+    assert "import detector" not in launcher and "from detector" not in launcher  # common stays below detector
