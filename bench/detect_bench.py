@@ -37,13 +37,15 @@ FILES = ["--yolo_model", str(MODEL / "trained_weights_final.h5"), "--anchors", s
          "--classes", str(MODEL / "data_classes.txt")]  # fmt: skip
 
 
-def make_inputs(folder: Path, images: int, videos: int, frames: int) -> int:
-    """Synthetic 640x480 JPEGs and MPEG-4 videos; returns the frames in all."""
-    camera = SyntheticSource(SyntheticSourceConfig(seed=9, width=640, height=480, shapes=4, distractors=1))
+def make_inputs(folder: Path, images: int, videos: int, frames: int, scene: SyntheticSourceConfig | None = None) -> int:
+    """Synthetic JPEGs and MPEG-4 videos of ``scene`` (default 640x480); returns the frames in all."""
+    scene = scene or SyntheticSourceConfig(seed=9, width=640, height=480, shapes=4, distractors=1)
+    camera = SyntheticSource(scene)
     for i in range(images):
         cv2.imwrite(str(folder / f"img{i:04d}.jpg"), camera.render(i * 3))
+    size = (scene.width, scene.height)
     for v in range(videos):
-        writer = cv2.VideoWriter(str(folder / f"clip{v}.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 25, (640, 480))
+        writer = cv2.VideoWriter(str(folder / f"clip{v}.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 25, size)
         for i in range(frames):
             writer.write(camera.render(1000 * v + i))
         writer.release()

@@ -20,27 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.detect_bench import make_inputs  # noqa: E402
 from common.config import SyntheticSourceConfig  # noqa: E402
-from ingest.sources import SyntheticSource  # noqa: E402
 
 MODEL = ROOT / "detector" / "models" / "shapes"
-
-
-def make_inputs(folder: Path, images: int, videos: int, frames: int) -> int:
-    camera = SyntheticSource(SyntheticSourceConfig(seed=4, width=1280, height=720, shapes=6, distractors=2))
-    for i in range(images):
-        cv2.imwrite(str(folder / f"img{i:04d}.jpg"), camera.render(i * 3))
-    for v in range(videos):
-        writer = cv2.VideoWriter(str(folder / f"clip{v}.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 25, (1280, 720))
-        for i in range(frames):
-            writer.write(camera.render(1000 * v + i))
-        writer.release()
-    return images + videos * frames
 
 
 def detect(folder: Path, out: Path, log: Path, *extra: str) -> dict[str, Any]:
@@ -72,7 +58,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
         folder.mkdir()
-        total = make_inputs(folder, a.images, a.videos, a.frames)
+        scene = SyntheticSourceConfig(seed=4, width=1280, height=720, shapes=6, distractors=2)
+        total = make_inputs(folder, a.images, a.videos, a.frames, scene)
         config = Path(tmp) / "yolov3.yaml"
         config.write_text(
             "detector:\n  pools:\n    - name: main\n      model: {classes: [circle, square, triangle, 'NULL']}\n"

@@ -55,9 +55,12 @@ def commands(cfg: StackConfig, config: Path) -> dict[str, list[str]]:
 def environments(cfg: StackConfig) -> dict[str, dict[str, str]]:
     """What a process's environment adds, by display name: each replica of a pool with ``gpus`` its own GPU."""
     return {
-        f"detector-{pool.name}-{r}": {f"{ENV_PREFIX}DETECTOR__POOLS__{pool.name.upper()}__ENGINE__GPU": str(gpu)}
+        f"detector-{pool.name}-{r}": {
+            f"{ENV_PREFIX}DETECTOR__POOLS__{pool.name.upper()}__ENGINE__GPU": str(pool.gpus[r % len(pool.gpus)])
+        }
         for pool in cfg.detector.pools
-        for r, gpu in enumerate(pool.gpus[r % len(pool.gpus)] for r in range(pool.replicas) if pool.gpus)
+        if pool.gpus
+        for r in range(pool.replicas)
     }
 
 
@@ -164,7 +167,8 @@ def _supervise(
     failed, ended = "", False
     ingest = {n: p for n, p in procs.items() if n.startswith("ingest")}
     while not shutdown.is_set() and time.monotonic() < deadline:
-        crashed = [n for n, p in procs.items() if p.poll() not in (None, 0) or (p.poll() == 0 and n not in ingest)]
+        # Only ingest may end by itself (every source read), and only cleanly.
+        crashed = [n for n, p in procs.items() if (code := p.poll()) is not None and (code != 0 or n not in ingest)]
         if crashed:
             failed = f"{', '.join(crashed)} exited unexpectedly"
             log.error("%s: stopping the stack", failed)
@@ -177,7 +181,7 @@ def _supervise(
     _stop(list(ingest.values()), 10.0)
     others = [p for n, p in procs.items() if n not in ingest]
     failed = failed or _drain(cfg, url, shutdown, drain, ended, lambda: all(p.poll() is None for p in others))
-    _stop([p for n, p in procs.items() if n not in ingest], 15.0)
+    _stop(others, 15.0)
     bad = {n: p.returncode for n, p in procs.items() if p.returncode not in (0, -signal.SIGTERM)}
     if bad:
         log.error("exit codes: %s", bad)

@@ -199,11 +199,11 @@ def pool_section(args: argparse.Namespace, base: Path, user: dict[str, Any]) -> 
     else:
         # Frames are whole lossless images, decoded and letterboxed on the host: threads for it, fuller batches.
         threads = max(2, min(16, (os.cpu_count() or 2) // 2))
-        engine = {"kind": engine_kind(args.engine)}
+        engine: dict[str, Any] = {"kind": engine_kind(args.engine)}
+        if engine["kind"] == "torch":
+            engine["decode"] = "cpu"  # TYOY's exact letterbox (PIL's bicubic), not the GPU's resize
+            engine["compile"] = False  # a run of files: compiling would take longer than it saves
         pool = {"name": "main", "engine": engine, "max_batch": 16, "decode_threads": threads}
-        if pool["engine"]["kind"] == "torch":
-            pool["engine"]["decode"] = "cpu"  # TYOY's exact letterbox (PIL's bicubic), not the GPU's resize
-            pool["engine"]["compile"] = False  # a run of files: compiling would take longer than it saves
     pool["model"] = model_section(args, base, pool.get("model"))
     pool["score_threshold"] = args.score
     pool["clip_boxes"] = False  # TYOY rounds and clamps unclipped boxes itself (and drops those below the image)

@@ -35,15 +35,6 @@ def make_frame(
         raise EncodeError(f"expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
     small = resize_to_max_side(image, camera.max_side)
-    if camera.encoding != "bgr8":
-        ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality]) if camera.encoding == "jpeg" else (
-            ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fmt: skip  # lossless anyway: favour speed over size
-        ok, buf = cv2.imencode(ext, small, params)
-        if not ok:
-            raise EncodeError(f"OpenCV could not encode the frame as {camera.encoding}")
-        data = buf.tobytes()
-    else:
-        data = np.ascontiguousarray(small).tobytes()
     return Frame(
         stream=camera.name,
         seq=seq,
@@ -53,8 +44,22 @@ def make_frame(
         encoding=camera.encoding,
         image_width=small.shape[1],
         image_height=small.shape[0],
-        data=data,
+        data=_encode(small, camera),
         live=live,
         file=origin[0] if origin else None,
         frame_index=origin[1] if origin else None,
     )
+
+
+def _encode(image: np.ndarray, camera: CameraConfig) -> bytes:
+    if camera.encoding == "bgr8":
+        return np.ascontiguousarray(image).tobytes()
+    if camera.encoding == "jpeg":
+        ext, params = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality]
+    else:
+        ext, params = ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1]  # lossless at any level: favour speed over size
+    ok, buf = cv2.imencode(ext, image, params)
+    if not ok:
+        raise EncodeError(f"OpenCV could not encode the frame as {camera.encoding}")
+    data: bytes = buf.tobytes()
+    return data
