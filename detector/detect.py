@@ -188,14 +188,14 @@ def model_section(args: argparse.Namespace, base: Path, configured: dict[str, An
     return {k: str(v) if isinstance(v, Path) else v for k, v in model.items()}
 
 
-def pool_section(args: argparse.Namespace, base: Path, user: dict[str, Any]) -> dict[str, Any]:
-    pools = (user.get("detector") or {}).get("pools") or []
-    if pools:
-        names = [p.get("name") for p in pools]
+def pool_section(args: argparse.Namespace, base: Path, user: StackConfig | None) -> dict[str, Any]:
+    if user is not None and user.detector.pools:
+        names = [p.name for p in user.detector.pools]
         name = args.pool or (names[0] if len(names) == 1 else None)
-        if name not in names:
-            raise ConfigError([f"{args.config}: detector.pools: pick one with --pool ({', '.join(map(str, names))})"])
-        pool = dict(next(p for p in pools if p.get("name") == name))
+        if name is None or name not in names:
+            raise ConfigError([f"{args.config}: detector.pools: pick one with --pool ({', '.join(names)})"])
+        # As validated: paths resolved against the config's folder, environment overrides applied.
+        pool = user.pool(name).model_dump(mode="json", exclude_unset=True)
     else:
         # Frames are whole lossless images, decoded and letterboxed on the host: threads for it, fuller batches.
         threads = max(2, min(16, (os.cpu_count() or 2) // 2))
@@ -223,14 +223,11 @@ def engine_kind(asked: str) -> str:
 
 def stack_config(args: argparse.Namespace, base: Path, inputs: Inputs, work: Path) -> dict[str, Any]:
     """The stack a run is: a camera per image shard and per video, the pool, and a JSONL sink in ``work``."""
-    user: dict[str, Any] = {}
-    if args.config is not None:
-        load_config(args.config)  # its errors named with its own lines, before its parts are taken
-        user = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+    user = load_config(args.config) if args.config is not None else None
     pool = pool_section(args, base, user)
     batch, replicas = int(pool.get("max_batch", 8)), int(pool.get("replicas", 1))
     lag = max(4, batch)  # frames are lossless and large: keep few in Redis, enough to fill a batch per stream
-    redis = dict(user.get("redis") or {})
+    redis = user.redis.model_dump(mode="json", exclude_unset=True) if user is not None else {}
     if args.redis_url:
         redis["url"] = args.redis_url
     redis.setdefault("embedded", {}).update({"socket_dir": str(work), "maxmemory_mb": 8192})

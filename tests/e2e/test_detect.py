@@ -250,3 +250,19 @@ def test_detect_on_a_server_of_ones_own_leaves_none_of_its_keys_behind(
     assert set(rows) == {"img0.png"}
     assert set(client.keys("*")) == before  # its frames, results, groups and tallies were removed
     client.close()
+
+
+def test_a_configs_relative_paths_are_its_own_folders_not_the_runs(tyoy: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(DEMO, tmp_path / "conf" / "models" / "shapes")
+    config = tmp_path / "conf" / "stack.yaml"
+    config.write_text(
+        "detector:\n  pools:\n    - name: main\n      model: {folder: models/shapes, input_size: 128}\n"
+        "      engine: {kind: torch, gpu: null}\n",
+        encoding="utf-8",
+    )
+    done = streamyolo("detect", "--config", str(config), "--input_path", str(tyoy["images"][0]),
+                      "--output", str(tmp_path / "out"), "--no_save_img", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert (tmp_path / "out" / "Detection_Results.csv").exists()
