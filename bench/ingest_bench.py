@@ -34,18 +34,16 @@ from typing import Any
 
 import cv2
 import imageio_ffmpeg
-import redis
-from redis.exceptions import ResponseError
 from rich.progress import track
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_machine  # noqa: E402
-from common.config import EmbeddedServerConfig  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
-from common.redis_io import connect  # noqa: E402
+from common.redis_io import REDIS_PY_VERSION, Client, connect, entries_added  # noqa: E402
+from common.redis_io.settings import EmbeddedServerConfig  # noqa: E402
 
 PREFIX = "bench"
 TARGET_RSS_PER_STREAM_MB = 25.0
@@ -118,14 +116,6 @@ def status_field(pid: int, name: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- one run
-def entries_added(client: redis.Redis, key: str) -> int:
-    try:
-        info: dict[str, Any] = client.xinfo_stream(key)
-    except ResponseError:  # no such key yet
-        return 0
-    return int(info["entries-added"])
-
-
 @dataclass
 class Snapshot:
     at: float
@@ -134,7 +124,7 @@ class Snapshot:
     server_cpu_s: float
 
 
-def snapshot(client: redis.Redis, cameras: list[str], pid: int, server_pid: int) -> Snapshot:
+def snapshot(client: Client, cameras: list[str], pid: int, server_pid: int) -> Snapshot:
     keys = Keys(PREFIX)
     return Snapshot(
         at=time.monotonic(),
@@ -249,7 +239,7 @@ def run_scenario(
 # ---------------------------------------------------------------------------------------------------- report
 def machine() -> dict[str, Any]:
     # OpenCV's FFmpeg backend sizes its decoder thread pool from its CPU count.
-    return cpu_machine(opencv_cpus=str(cv2.getNumberOfCPUs()), redis_py=redis.__version__)
+    return cpu_machine(opencv_cpus=str(cv2.getNumberOfCPUs()), redis_py=REDIS_PY_VERSION)
 
 
 def print_table(throughput: list[dict[str, Any]], memory: list[dict[str, Any]], per_stream: dict[str, Any]) -> None:

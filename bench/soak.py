@@ -36,7 +36,7 @@ from bench.gpu_bench import rss_mb  # noqa: E402
 from bench.machine import cpu_machine  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
-from common.redis_io import connect, group_info  # noqa: E402
+from common.redis_io import connect, group_state  # noqa: E402
 from common.wire import Result, decode  # noqa: E402
 
 PREFIX = "soak"
@@ -93,8 +93,8 @@ def stored_rows(folder: Path) -> int:
 
 
 def backlog(client: Any, key: str, group: str) -> int:
-    info = group_info(client, key, group)
-    return 0 if info is None else int(info["lag"] or 0) + int(info["pending"])
+    info = group_state(client, key, group)
+    return 0 if info is None else info.unread + info.pending
 
 
 def sample(client: Any, pids: dict[str, int], since: dict[str, str], base_answered: int, base_stale: int,

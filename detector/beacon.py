@@ -1,5 +1,5 @@
 """A detector replica's beacon: every few seconds it writes what it is (device, engine, GPU memory, counts) to a
-hash in Redis, so that ``python -m common.status`` can show the replicas without reaching into each process."""
+hash in Redis, so that ``python -m common.stack.status`` can show the replicas without reaching into each process."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from common import metrics
+from common.redis_io import Client, RedisIOError, delete_field, set_field
 from detector.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class Beacon:
     """Writes ``info()`` (plus the time) under ``member`` of the hash ``key`` every ``EVERY_S`` seconds, on a daemon
     thread; a Redis outage only skips beats."""
 
-    def __init__(self, client: redis.Redis, key: str, member: str, info: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, client: Client, key: str, member: str, info: Callable[[], dict[str, Any]]) -> None:
         self.client, self.key, self.member, self.info = client, key, member, info
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="beacon", daemon=True)
@@ -45,8 +44,8 @@ class Beacon:
     def _run(self) -> None:
         while True:
             try:
-                self.client.hset(self.key, self.member, json.dumps({**self.info(), "ts": time.time()}))
-            except redis.RedisError as exc:
+                set_field(self.client, self.key, self.member, json.dumps({**self.info(), "ts": time.time()}))
+            except RedisIOError as exc:
                 log.debug("beacon skipped: %s", exc)
             if self._stop.wait(EVERY_S):
                 return
@@ -56,6 +55,6 @@ class Beacon:
         self._stop.set()
         self._thread.join(5.0)
         try:
-            self.client.hdel(self.key, self.member)
-        except redis.RedisError as exc:
+            delete_field(self.client, self.key, self.member)
+        except RedisIOError as exc:
             log.debug("beacon not removed: %s", exc)

@@ -14,10 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from redis.exceptions import ResponseError
-
-from common.redis_io import backlog
-from ingest.publisher import UNREACHABLE, Publisher
+from common.redis_io import Refused, Unavailable, backlog
+from ingest.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +55,10 @@ class Pacer:
         queued = self.publisher.queued(self.stream)
         try:
             found = backlog(self.publisher.client, self.publisher.keys.frames(self.stream), self.max_lag)
-        except UNREACHABLE as exc:
+        except Unavailable as exc:
             self._note(f"waits: Redis is unreachable ({exc}); reading resumes when it answers")
             return 0, IDLE_POLL_S
-        except ResponseError as exc:  # refused (an ACL without XINFO?): better unpaced than stuck
+        except Refused as exc:  # an ACL without XINFO?: better unpaced than stuck
             self._note(
                 f"its backlog cannot be read ({exc}), so it goes unpaced; allow XINFO and XLEN", level=logging.ERROR
             )

@@ -14,16 +14,11 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-import redis
-from redis.exceptions import RedisError
-
 from common.keys import Keys
-from common.redis_io import TRANSIENT_ERRORS
-from common.wire import FIELD, Frame, WireError, decode, encode
+from common.redis_io import Client, RedisIOError, Unavailable, add_entries, newest_payloads
+from common.wire import Frame, WireError, decode, encode
 
 log = logging.getLogger(__name__)
-
-UNREACHABLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, OSError)
 
 
 @dataclass
@@ -49,7 +44,7 @@ class StreamCounters:
 
 @dataclass
 class Publisher:
-    client: redis.Redis
+    client: Client
     keys: Keys
     queue_size: int = 256
     pipeline: int = 32
@@ -133,7 +128,7 @@ class Publisher:
         if self._unsure:
             try:
                 self._resolve()
-            except UNREACHABLE as exc:  # unknown for good: counted as dropped
+            except Unavailable as exc:  # unknown for good: counted as dropped
                 self._settle(self._unsure, [exc] * len(self._unsure), f"redis unreachable: {exc}")
 
     def _send(self, batch: list[tuple[Frame, int]]) -> bool:
@@ -141,22 +136,20 @@ class Publisher:
         if self._unsure:
             try:
                 self._resolve()
-            except UNREACHABLE as exc:  # this batch was not sent: dropped
+            except Unavailable as exc:  # this batch was not sent: dropped
                 self._settle(batch, [exc] * len(batch), f"redis unreachable: {exc}")
                 return False
         if not batch:
             return True
-        pipe = self.client.pipeline(transaction=False)
-        for frame, maxlen in batch:
-            pipe.xadd(self.keys.frames(frame.stream), {FIELD: encode(frame)}, maxlen=maxlen, approximate=True)
+        entries = [(self.keys.frames(frame.stream), encode(frame), maxlen) for frame, maxlen in batch]
         try:
-            replies: list[object] = pipe.execute(raise_on_error=False)
-        except UNREACHABLE as exc:
+            replies: list[object] = list(add_entries(self.client, entries))
+        except Unavailable as exc:
             # Redis may have taken the frames and the reply been lost: found out before the next send.
             self._unsure = batch
             self._warn(f"redis unreachable: {exc}")
             return False
-        refused = next((r for r in replies if isinstance(r, RedisError)), None)
+        refused = next((r for r in replies if isinstance(r, RedisIOError)), None)
         why = f"redis refused frames ({type(refused).__name__}: {refused})" if refused is not None else ""
         self._settle(batch, replies, why)
         return refused is None
@@ -167,22 +160,18 @@ class Publisher:
         This publisher is its streams' only writer and has sent nothing since, so a frame of that batch that
         landed is among the newest entries of its stream (found by stream, seq and capture time)."""
         batch = self._unsure
-        streams = Counter(frame.stream for frame, _ in batch)
-        pipe = self.client.pipeline(transaction=False)
-        for stream, count in streams.items():
-            pipe.xrevrange(self.keys.frames(stream), count=count)
+        streams = Counter(self.keys.frames(frame.stream) for frame, _ in batch)
         held: set[tuple[str, int, float]] = set()
-        for entries in pipe.execute(raise_on_error=False):
-            if isinstance(entries, Exception):  # refused (a stream of another type?): its frames count as dropped
-                continue
-            for _, fields in entries:
+        # A stream refused (of another type?) is left out: its frames count as dropped.
+        for payloads in newest_payloads(self.client, streams).values():
+            for data in payloads:
                 try:
-                    frame = decode(fields.get(FIELD.encode()), Frame)
+                    frame = decode(data, Frame)
                 except WireError:
                     continue
                 held.add((frame.stream, frame.seq, frame.capture_ts))
         self._unsure = []
-        lost = ConnectionError("lost with the connection")
+        lost = Unavailable("lost with the connection")
         self._settle(batch, [b"" if (f.stream, f.seq, f.capture_ts) in held else lost for f, _ in batch], "")
 
     def _settle(self, batch: list[tuple[Frame, int]], replies: list[object], why: str) -> None:
@@ -196,7 +185,7 @@ class Publisher:
             again: list[tuple[Frame, int]] = []
             for item, reply in zip(batch, replies, strict=True):
                 frame = item[0]
-                if isinstance(reply, UNREACHABLE) and not frame.live and not self._closing:
+                if isinstance(reply, Unavailable) and not frame.live and not self._closing:
                     again.append(item)
                     continue
                 failed = isinstance(reply, Exception)

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from common.config import RedisConfig, parse_config
+from common.config import parse_config
 from common.embedded import answers, default_socket_path, redis_url
 from common.redis_io import connect
+from common.redis_io.settings import RedisConfig
 
 pytestmark = pytest.mark.contract
 
@@ -51,8 +52,8 @@ def test_connect_takes_a_password_from_the_url(tmp_path: Path) -> None:
 
 
 def test_with_a_data_dir_streams_and_pending_entries_survive_a_crash(tmp_path: Path) -> None:
-    from common.config import EmbeddedServerConfig
     from common.embedded import EmbeddedServer
+    from common.redis_io.settings import EmbeddedServerConfig
 
     cfg = EmbeddedServerConfig(data_dir=tmp_path / "data")
     server = EmbeddedServer(tmp_path / "p.sock", cfg).start()

@@ -16,9 +16,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from common.config import MqttActionConfig
 from common.wire import Alert, Detection
-from sink.actions import DeliveryError, MqttAction
+from sink.alerts.actions import DeliveryError
+from sink.alerts.actions.mqtt import MqttAction, MqttActionConfig
 
 pytestmark = pytest.mark.mqtt
 

@@ -9,9 +9,9 @@ import time
 import pytest
 import redis
 
-from common.config import RedisConfig
 from common.keys import Keys
 from common.redis_io import Backlog, backlog, connect, ensure_group
+from common.redis_io.settings import RedisConfig
 from common.wire import Frame
 from ingest import pacing
 from ingest.pacing import Pacer

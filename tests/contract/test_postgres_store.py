@@ -17,10 +17,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from common.config import PostgresSinkConfig
-from sink.postgres import PostgresStore
-from sink.sql import LATEST, TIMING_COLUMNS, StoredDetection
-from sink.store import StoreError
+from sink.stores import StoreError
+from sink.stores.postgres import PostgresSinkConfig, PostgresStore
+from sink.stores.sql import LATEST, TIMING_COLUMNS, StoredDetection
 from tests.unit.test_stores import BATCH, T0, result
 
 pytestmark = pytest.mark.postgres

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.config import RedisConfig
 from common.embedded import EmbeddedServer
 from common.keys import Keys
 from common.redis_io import GroupReader, Tally, connect, ensure_group, stream_keys
+from common.redis_io.settings import RedisConfig
 
 pytestmark = pytest.mark.contract
 

@@ -25,7 +25,7 @@ from common.embedded import EmbeddedServer
 from common.keys import Keys
 from common.redis_io import connect
 from common.wire import FIELD, Detection, Result, Timings, encode
-from sink.subscribe import subscribe
+from sink.client.subscribe import subscribe
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.contract, pytest.mark.timeout(120)]
@@ -140,7 +140,7 @@ def test_a_malformed_entry_is_skipped_with_a_warning_and_left_alone(
 ) -> None:
     key = Keys(prefix).results("a")
     publish(client, prefix, result("a", 0))
-    with caplog.at_level(logging.WARNING, logger="sink.subscribe"), collector(server_url, prefix) as c:
+    with caplog.at_level(logging.WARNING, logger="sink.client.subscribe"), collector(server_url, prefix) as c:
         c.wait_reading(client)
         publish(client, prefix, result("a", 1))
         garbage = client.xadd(key, {FIELD: b"\xc1 not msgpack"}).decode()

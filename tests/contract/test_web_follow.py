@@ -10,11 +10,13 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from common.config import WebSinkConfig, parse_config
+from common.config import parse_config
 from common.keys import Keys
-from common.launcher import backlog
+from common.stack.launcher import backlog
 from common.wire import FIELD, Result, Timings, encode
-from sink.web import View, follow
+from sink.web import WebSinkConfig
+from sink.web.runner import follow
+from sink.web.view import View
 
 pytestmark = [pytest.mark.contract, pytest.mark.timeout(60)]
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import redis
 
-from common.config import EmbeddedServerConfig
 from common.embedded import EmbeddedServer
 from common.keys import Keys
 from common.redis_io import connect
+from common.redis_io.settings import EmbeddedServerConfig
 from common.wire import Frame, decode
 from tests.conftest import ROOT
 from tests.servers.hls import Folder, ffmpeg, make_hls
@@ -322,7 +322,7 @@ def test_a_full_server_refuses_frames_which_are_dropped_and_counted(tmp_path: Pa
         )
         log = finish(ingest(config, server.url, "--max-frames", "400"), timeout=120)
     final = next(line for line in reversed(log.splitlines()) if "camera big: read" in line)
-    assert "redis refused frames (OutOfMemoryError: command not allowed when used memory" in log
+    assert "redis refused frames (Full: command not allowed when used memory" in log
     published = int(final.split("published ")[1].split(",")[0])
     dropped = int(final.split("dropped ")[1].split(",")[0])
     assert published > 0 and dropped > 0 and published + dropped == 400, final

@@ -126,3 +126,23 @@ def test_a_failed_transaction_is_sent_again_only_if_it_did_not_run(
     r.publish_and_ack([("f:results:a", b"result", 100)], [entry])
     assert fake.xlen("f:results:a") == 1, why
     assert r.stats.redis_errors == 1
+
+
+def test_the_group_collector_reports_lag_and_pending_and_nothing_during_an_outage(fake: fakeredis.FakeRedis) -> None:
+    from common.metrics import GroupCollector
+
+    for n in range(3):
+        fake.xadd("f:frames:a", {"msg": str(n).encode()})
+    r = reader(fake, ["a"])
+    r.count = 1
+    assert len(r.read(block_ms=0)) == 1  # one delivered, two to go
+    gauges = {m.name: m.samples for m in GroupCollector(r, lambda key: key.rsplit(":", 1)[1]).collect()}
+    assert [(s.labels, s.value) for s in gauges["streamyolo_consumer_lag"]] == [({"group": "g", "stream": "a"}, 2)]
+    assert [s.value for s in gauges["streamyolo_consumer_pending"]] == [1]
+
+    class Down:
+        def xinfo_groups(self, key: str) -> None:
+            raise redis.ConnectionError("Connection refused")
+
+    r.client = Down()  # type: ignore[assignment]
+    assert [m.samples for m in GroupCollector(r, str).collect()] == [[], []]

@@ -1,0 +1,66 @@
+"""Connections: the client every other module holds (as :data:`Client`) but never calls itself."""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from common.redis_io.errors import translated
+from common.redis_io.settings import RedisConfig
+
+Client: TypeAlias = redis.Redis
+"""What :func:`connect` returns; annotations elsewhere name this, not redis-py."""
+
+REDIS_PY_VERSION: str = redis.__version__
+"""The client library's version (benchmarks report it)."""
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
+"""redis-py's errors the door's own loops retry (inside the door only: outside, they are :class:`Unavailable`)."""
+
+
+def connect(url: str, cfg: RedisConfig | None = None) -> Client:
+    """A client for redis://, rediss:// or unix:// URLs, with retries and a socket timeout above any BLOCK.
+
+    Over rediss:// the server's certificate is verified, against ``cfg.tls_ca_file`` (else the system's CAs), and
+    ``cfg.tls_cert_file``/``tls_key_file`` are presented for mutual TLS."""
+    cfg = cfg or RedisConfig()
+    tls: dict[str, Any] = {}
+    if url.startswith("rediss://"):
+        tls = {
+            "ssl_cert_reqs": "required",
+            "ssl_ca_certs": str(cfg.tls_ca_file) if cfg.tls_ca_file else None,
+            "ssl_certfile": str(cfg.tls_cert_file) if cfg.tls_cert_file else None,
+            "ssl_keyfile": str(cfg.tls_key_file) if cfg.tls_key_file else None,
+            "ssl_check_hostname": cfg.tls_check_hostname,
+        }
+    elif cfg.tls_settings:  # the config refuses this; a URL given apart from it (sink tail --redis-url) may not
+        raise ValueError(f"redis {', '.join(cfg.tls_settings)} set, but the URL is not rediss://")
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=cfg.socket_timeout_s,
+        socket_connect_timeout=cfg.connect_timeout_s,
+        # Not on timeouts: a call on a silent network must give up after socket_timeout, once, and let its
+        # loop decide (retrying it would hold a read for (retries + 1) timeouts). Retry's own default errors
+        # include TimeoutError, and retry_on_error only adds to them: hence supported_errors.
+        retry=Retry(
+            ExponentialBackoff(cap=2.0, base=0.05),
+            cfg.retries,
+            supported_errors=(RedisConnectionError, BusyLoadingError),
+        ),
+        retry_on_error=[RedisConnectionError, BusyLoadingError],
+        health_check_interval=30,
+        **tls,
+    )
+
+
+@translated
+def ping(client: Client) -> None:
+    """Ask the server to answer; raises :class:`Denied` for wrong credentials, :class:`Unavailable` when it cannot
+    be reached (a wrong URL fails here at once, rather than being retried by a loop)."""
+    client.ping()

@@ -1,0 +1,447 @@
+"""Consumer groups: reading, claiming, dead letters, publish-and-ack.
+
+Worker loops see only :class:`GroupReader` (read / ack / dead-letter / publish-and-ack) and never a Redis error:
+connection loss is retried with backoff here, a lost consumer group (server restarted without persistence) is
+recreated here, entries trimmed away while pending are acked and skipped here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from redis.exceptions import OutOfMemoryError, ResponseError
+
+from common.keys import Keys
+from common.metrics import DEAD
+from common.redis_io.connection import TRANSIENT_ERRORS, Client
+from common.redis_io.errors import RedisIOError, Refused, Unavailable, translated
+from common.redis_io.inspect import GroupState, group_states
+from common.redis_io.streams import entry_payload, reply_entries, scan_stream_keys, text
+from common.settings import ConsumerConfig
+from common.wire import FIELD, M, WireError, decode
+
+log = logging.getLogger(__name__)
+
+_RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, Unavailable)
+"""What :meth:`GroupReader.read` backs off on (Unavailable: from a ``discover`` that goes through the door)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry handed to a consumer. ``payload`` is the wire message; ``deliveries`` counts this one."""
+
+    key: str
+    id: str
+    payload: bytes | None
+    """None when the entry has no message field (malformed), or when it was trimmed away."""
+    deliveries: int = 1
+    trimmed: bool = False
+    """Deleted from the stream (MAXLEN) while it was pending: nothing left to process."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Members recorded in a sorted set (by time) in the same transaction as an ack, kept ``keep_s`` seconds."""
+
+    key: str
+    members: Sequence[str]
+    keep_s: float = 86_400.0
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Counts added to the fields of a hash in the same transaction as an ack (e.g. stale frames per stream)."""
+
+    key: str
+    counts: Mapping[str, int]
+
+
+@dataclass
+class ReaderStats:
+    read: int = 0
+    redelivered: int = 0
+    claimed: int = 0
+    trimmed: int = 0
+    dead_lettered: int = 0
+    redis_errors: int = 0
+    groups_recreated: int = 0
+
+
+@dataclass
+class GroupReader:
+    """One consumer of one consumer group over the stream keys that match some patterns.
+
+    A restarted consumer (same name) first re-reads its own pending entries; entries other consumers left idle
+    for ``claim_idle_ms`` are claimed, and so are this consumer's own that the server delivered in a reply lost to
+    a connection failure; an entry delivered more than ``max_deliveries`` times is dead-lettered.
+    """
+
+    client: Client
+    group: str
+    consumer: str
+    discover: Callable[[], list[str]]
+    """Returns the stream keys to read now (called every ``rescan_s``)."""
+    dead_key: str
+    dead_maxlen: int = 10_000
+    block_ms: int = 1000
+    count: int = 8
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 3
+    rescan_s: float = 5.0
+    payload_field: str = FIELD
+    stats: ReaderStats = field(default_factory=ReaderStats)
+    _keys: list[str] = field(default_factory=list)
+    _backlog: dict[str, str] = field(default_factory=dict)
+    """Keys whose own pending entries are still to re-read, with the id read up to."""
+    _next_scan: float = 0.0
+    _next_claim: float = 0.0
+    _backoff_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _handed: set[tuple[str, str]] = field(default_factory=set)
+    """(key, id) of the entries :meth:`read` returned and nobody acked or dead-lettered yet: the work in hand. Any
+    other entry pending to this consumer was lost on the way (see :meth:`_claim_idle`)."""
+    _handed_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def keys(self) -> list[str]:
+        """The stream keys being read now."""
+        return list(self._keys)
+
+    def positions(self) -> dict[str, GroupState] | None:
+        """This group's state on each stream it reads (for the Prometheus collector); None when Redis cannot tell
+        now: a scrape during an outage shows the gauges missing, not an error page."""
+        try:
+            return {k: g for k in self.keys for g in group_states(self.client, k) if g.name == self.group}
+        except RedisIOError as exc:
+            log.debug("cannot read consumer group %s: %s", self.group, exc)
+            return None
+
+    # -------------------------------------------------------------------------------------------- reading
+    @translated
+    def read(self, block_ms: int | None = None) -> list[Entry]:
+        """The next entries: own pending first, then claimed idle ones, then new ones, blocking up to ``block_ms``
+        (default: the reader's; 0: do not block).
+
+        Never raises on Redis trouble: it logs, backs off and returns an empty list; only a refusal other than a lost
+        group (an ACL without the command) leaves, as :class:`Refused`.
+        """
+        try:
+            entries = self._read_once(self.block_ms if block_ms is None else block_ms)
+        except (ResponseError, Refused) as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("consumer group %s is gone (server restarted?): recreating it", self.group)
+            self.stats.groups_recreated += 1
+            self._next_scan = 0.0
+            self._keys = []
+            return []
+        except _RETRIED as exc:
+            self.stats.redis_errors += 1
+            self._backoff_s = min(max(self._backoff_s * 2, 0.1), 1.0)  # cheap to retry: back soon after a restart
+            log.warning("redis unavailable (%s); retrying in %.1f s", exc, self._backoff_s)
+            time.sleep(self._backoff_s)
+            return []
+        self._backoff_s = 0.0
+        kept = self._screen(entries)
+        with self._handed_lock:
+            self._handed.update((e.key, e.id) for e in kept)
+        return kept
+
+    def _read_once(self, block_ms: int) -> list[Entry]:
+        now = time.monotonic()
+        if now >= self._next_scan:
+            self._rescan()
+            self._next_scan = now + self.rescan_s
+        if not self._keys:
+            time.sleep(min(block_ms / 1000, self.rescan_s))
+            return []
+        if self._backlog and (own := self._read_own_pending()):
+            return own
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_idle_ms / 2000
+            claimed = self._claim_idle()
+            if claimed:
+                return claimed
+        reply = self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            dict.fromkeys(self._keys, ">"),
+            count=self.count,
+            block=block_ms if block_ms > 0 else None,  # BLOCK 0 would wait forever
+        )
+        return [Entry(k, i, p, trimmed=t) for k, i, p, t in reply_entries(reply, self.payload_field)]
+
+    def _read_own_pending(self) -> list[Entry]:
+        """Entries this consumer was given before a restart and never acked, key by key, in id order."""
+        while self._backlog:
+            key, after = next(iter(self._backlog.items()))
+            reply = self.client.xreadgroup(self.group, self.consumer, {key: after}, count=self.count)
+            found = list(reply_entries(reply, self.payload_field))
+            if not found:
+                del self._backlog[key]
+                continue
+            self._backlog[key] = found[-1][1]
+            self.stats.redelivered += len(found)
+            return self._with_deliveries(key, [(i, p, t) for _, i, p, t in found])
+        return []
+
+    def _claim_idle(self) -> list[Entry]:
+        """Entries *other* consumers left pending for claim_idle_ms (they crashed, or hang), and this consumer's own
+        that it never handed out: the server delivered them but the reply was lost to a connection failure.
+
+        XPENDING's IDLE filter + XCLAIM rather than XAUTOCLAIM, which would also take back this consumer's own
+        entries still being worked on. Since 7.0 XCLAIM drops entries trimmed meanwhile from the pending list."""
+        out: list[Entry] = []
+        for key in self._keys:
+            idle: list[Any] = self.client.xpending_range(
+                key, self.group, "-", "+", self.count * 4, idle=self.claim_idle_ms
+            )
+            with self._handed_lock:
+                mine = {i for k, i in self._handed if k == key}
+            ids = [i for p in idle if (i := text(p["message_id"])) not in mine][: self.count]
+            if not ids:
+                continue
+            claimed: list[Any] = self.client.xclaim(key, self.group, self.consumer, self.claim_idle_ms, ids)  # type: ignore[arg-type]
+            found = [(text(i), entry_payload(f, self.payload_field), not f) for i, f in claimed if i is not None]
+            if found:
+                self.stats.claimed += len(found)
+                log.info("claimed %d idle entries of %s for %s", len(found), key, self.consumer)
+                out.extend(self._with_deliveries(key, found))
+        return out
+
+    def _with_deliveries(self, key: str, found: Sequence[tuple[str, bytes | None, bool]]) -> list[Entry]:
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, _, _ in found:
+            pipe.xpending_range(key, self.group, min=entry_id, max=entry_id, count=1)
+        counts = {text(p[0]["message_id"]): int(p[0]["times_delivered"]) for p in pipe.execute() if p}
+        return [Entry(key, i, p, counts.get(i, 1), t) for i, p, t in found]
+
+    def _screen(self, entries: list[Entry]) -> list[Entry]:
+        """Ack entries trimmed while pending; dead-letter entries past the delivery limit."""
+        keep: list[Entry] = []
+        for e in entries:
+            if e.trimmed:
+                self.stats.trimmed += 1
+                self.ack([e])
+            elif e.deliveries > self.max_deliveries:
+                self.dead_letter(e, f"delivered {e.deliveries} times (max_deliveries={self.max_deliveries})")
+            else:
+                keep.append(e)
+        self.stats.read += len(keep)
+        return keep
+
+    def _rescan(self) -> None:
+        keys = sorted(set(self.discover()))
+        new = [k for k in keys if k not in self._keys]
+        for key in new:
+            create_group(self.client, key, self.group)
+        self._backlog.update(dict.fromkeys(new, "0"))  # a restarted consumer finds its own pending entries here
+        self._keys = keys
+
+    # -------------------------------------------------------------------------------------------- writing
+    @translated
+    def ack(self, entries: Iterable[Entry]) -> None:
+        by_key: dict[str, list[str]] = {}
+        for e in entries:
+            by_key.setdefault(e.key, []).append(e.id)
+        if by_key:
+
+            def build(pipe: Any) -> None:
+                for key, ids in by_key.items():
+                    pipe.xack(key, self.group, *ids)
+
+            self._execute(build, transaction=False)
+            self._settled([(k, i) for k, ids in by_key.items() for i in ids])
+
+    def messages(self, entries: Iterable[Entry], kind: type[M]) -> list[tuple[Entry, M]]:
+        """The entries whose payload decodes as ``kind``, with their message; the others are dead-lettered with
+        the reason."""
+        out = []
+        for entry in entries:
+            try:
+                out.append((entry, decode(entry.payload, kind)))
+            except WireError as exc:
+                self.dead_letter(entry, f"WireError: {exc}")
+        return out
+
+    @translated
+    def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Move an entry to the dead-letter stream with the reason, and ack it, atomically."""
+        log.warning("dead-lettering %s %s: %s", entry.key, entry.id, reason)
+        fields: dict[Any, Any] = {
+            "origin": entry.key,
+            "id": entry.id,
+            "group": self.group,
+            "consumer": self.consumer,
+            "deliveries": entry.deliveries,
+            "reason": reason,
+            "ts": f"{time.time():.3f}",
+            "payload": entry.payload or b"",
+        }
+
+        def build(pipe: Any) -> None:
+            pipe.xadd(self.dead_key, fields, maxlen=self.dead_maxlen, approximate=True)
+            pipe.xack(entry.key, self.group, entry.id)
+
+        self._execute(build, acks=[entry])
+        self._settled([(entry.key, entry.id)])
+        self.stats.dead_lettered += 1
+        DEAD.labels(self.group, entry.key).inc()
+
+    @translated
+    def publish_and_ack(
+        self,
+        messages: Sequence[tuple[str, bytes, int]],
+        done: Sequence[Entry],
+        mark: Mark | None = None,
+        tally: Tally | None = None,
+    ) -> None:
+        """XADD every (key, payload, maxlen) and XACK the entries they answer, in one MULTI/EXEC; with ``mark``,
+        also record its members as handled (see :meth:`handled`), and with ``tally``, add its counts, in the same
+        transaction."""
+        if not messages and not done:
+            return  # a batch of only dead-lettered frames: no round trip
+
+        def build(pipe: Any) -> None:
+            for key, payload, maxlen in messages:
+                pipe.xadd(key, {self.payload_field: payload}, maxlen=maxlen, approximate=True)
+            if mark is not None and mark.members:
+                now = time.time()
+                pipe.zadd(mark.key, dict.fromkeys(mark.members, now))
+                pipe.zremrangebyscore(mark.key, "-inf", now - mark.keep_s)  # bounded: old marks go
+            if tally is not None:
+                for name, count in tally.counts.items():
+                    pipe.hincrby(tally.key, name, count)
+            for e in done:
+                pipe.xack(e.key, self.group, e.id)
+
+        self._execute(build, acks=done)
+        self._settled([(e.key, e.id) for e in done])
+
+    @translated
+    def handled(self, key: str, members: Sequence[str]) -> set[str]:
+        """Which of ``members`` a :class:`Mark` on ``key`` recorded (so a redelivered entry is not acted on twice).
+
+        Retried like the writes: a mark missed for a blip would mean acting twice."""
+        if not members:
+            return set()
+        [scores] = self._execute(lambda pipe: pipe.zmscore(key, list(members)), transaction=False)
+        return {m for m, score in zip(members, scores, strict=True) if score is not None}
+
+    def _settled(self, done: Iterable[tuple[str, str]]) -> None:
+        """(key, id) acked or dead-lettered: no longer work in hand."""
+        with self._handed_lock:
+            self._handed.difference_update(done)
+
+    def _execute(
+        self, build: Callable[[Any], object], transaction: bool = True, acks: Sequence[Entry] = ()
+    ) -> list[Any]:
+        """Run the commands ``build`` queues, retrying until the server takes them all; returns their replies.
+
+        Writes must not be lost to a blip, nor to a full server: the entries they answer stay pending meanwhile,
+        so holding here is back-pressure, not loss (the caller's deadline bounds us). Each attempt queues the
+        commands afresh: redis-py empties a pipeline when ``execute`` raises.
+
+        ``acks``: the entries a transaction acks. An attempt that failed on the connection may still have been
+        executed, its reply lost (a timeout, a reset after EXEC went out); since a transaction is all or nothing,
+        none of them pending any more means it was, and it is not sent again (which would publish twice). Its
+        replies are then unknown: an empty list is returned.
+        """
+        delay = 0.1
+        failed = False
+        while True:
+            pipe = self.client.pipeline(transaction=transaction)
+            build(pipe)
+            try:
+                if failed and acks and self._ran(acks):
+                    return []
+                with self._lock:
+                    replies: list[Any] = pipe.execute()
+                return replies
+            except TRANSIENT_ERRORS as exc:
+                failed = True
+                self.stats.redis_errors += 1
+                log.warning("redis write failed (%s); retrying in %.1f s", exc, delay)
+            except OutOfMemoryError as exc:  # a transaction's OOM surfaces as its command's error, not EXECABORT
+                self.stats.redis_errors += 1
+                log.error(
+                    "redis is full (%s): holding these writes and retrying in %.1f s; give the server more "
+                    "maxmemory, or keep less in it (streams.frames_maxlen, streams.results_maxlen)",
+                    str(exc).rsplit("caused error: ", 1)[-1][:200], delay,
+                )  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _ran(self, entries: Sequence[Entry]) -> bool:
+        """Whether a transaction that acks ``entries`` was executed: one of them is still in its stream but no longer
+        pending. Entries gone from their stream (a server restarted without persistence, which lost the
+        transaction too; or trimmed) or a group gone prove nothing: then it is sent again."""
+        pipe = self.client.pipeline(transaction=False)
+        for e in entries:
+            pipe.xrange(e.key, e.id, e.id, count=1)
+            pipe.xpending_range(e.key, self.group, min=e.id, max=e.id, count=1)
+        replies = pipe.execute(raise_on_error=False)
+        if any(isinstance(r, ResponseError) for r in replies):
+            return False  # NOGROUP: the server lost the group, and with it whatever the transaction did
+        return any(bool(kept) and not pending for kept, pending in zip(replies[::2], replies[1::2], strict=True))
+
+
+def group_reader(
+    client: Client,
+    keys: Keys,
+    stage: Literal["frames", "results"],
+    group: str,
+    consumer: str,
+    cfg: ConsumerConfig,
+    count: int,
+    dead_maxlen: int,
+) -> GroupReader:
+    """A reader of the ``stage`` streams of one stack whose names match ``cfg.streams``."""
+    pattern, head = keys.stage(stage)
+    return GroupReader(
+        client,
+        group=group,
+        consumer=consumer,
+        discover=lambda: scan_stream_keys(client, pattern, head, cfg.streams),
+        dead_key=keys.dead_letters(),
+        dead_maxlen=dead_maxlen,
+        block_ms=cfg.block_ms,
+        count=count,
+        claim_idle_ms=cfg.claim_idle_ms,
+        max_deliveries=cfg.max_deliveries,
+        rescan_s=cfg.rescan_s,
+    )
+
+
+def stream_reader(
+    client: Client, key: str, group: str, consumer: str, cfg: ConsumerConfig, count: int, dead_key: str,
+    dead_maxlen: int, start_id: str = "0",
+) -> GroupReader:  # fmt: skip
+    """A reader of one stream; its group starts at ``start_id`` when it is created ("$": only what comes next)."""
+    ensure_group(client, key, group, start_id)
+    return GroupReader(
+        client, group=group, consumer=consumer, discover=lambda: [key], dead_key=dead_key, dead_maxlen=dead_maxlen,
+        block_ms=cfg.block_ms, count=count, claim_idle_ms=cfg.claim_idle_ms, max_deliveries=cfg.max_deliveries,
+        rescan_s=cfg.rescan_s,
+    )  # fmt: skip
+
+
+def create_group(client: Client, key: str, group: str, start_id: str = "0") -> bool:
+    """Create a consumer group (and the stream); True if created, False if it existed (BUSYGROUP). Raises redis-py's
+    errors, for the door's own retry loops; :func:`ensure_group` is the one to call from outside."""
+    try:
+        client.xgroup_create(key, group, id=start_id, mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return False
+        raise
+    return True
+
+
+ensure_group = translated(create_group)
+"""Create a consumer group (and the stream); True if created, False if it existed (BUSYGROUP)."""
