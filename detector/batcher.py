@@ -6,7 +6,6 @@ prepares the next batch (decode + letterbox on a thread pool) while the engine r
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -14,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from common.redis_io import Entry, GroupReader
+from common.workers import Worker
 from detector.pipeline import Pipeline, Prepared
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,27 +53,27 @@ class Feeder:
         self._pipeline = pipeline
         self._decoders = ThreadPoolExecutor(threads, thread_name_prefix="decode")
         self._ready: queue.Queue[Prepared | None] = queue.Queue(maxsize=1)  # one batch ahead, no more
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
-        self._thread.start()
+        # A failure wakes get() with None, which then raises it: the loop must not wait forever on a dead feeder.
+        self._worker = Worker("feeder", self._run, on_error=lambda _: self._ready.put(None))
+        self.stop: threading.Event = self._worker.stopping
+        self._worker.start()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the feeder, if anything did."""
+        return self._worker.error
 
     def _run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                entries = self._batcher.next(self.stop)
-                prepared = self._pipeline.prepare(entries, self._decoders) if entries else None
-                self._ready.put(prepared)  # None: nothing arrived; the loop gets to check its bounds
-        except Exception as exc:  # surfaced by get(): the loop must not wait forever on a dead feeder
-            log.exception("the feeder failed")
-            self.error = exc
-            self._ready.put(None)
+        while not self.stop.is_set():
+            entries = self._batcher.next(self.stop)
+            prepared = self._pipeline.prepare(entries, self._decoders) if entries else None
+            self._ready.put(prepared)  # None: nothing arrived; the loop gets to check its bounds
 
     def get(self) -> Prepared | None:
         """The next prepared batch, or None when nothing arrived; raises what stopped the feeder."""
         item = self._ready.get()
-        if self.error is not None:
-            raise RuntimeError(f"reading and preparing frames failed: {self.error}") from self.error
+        if (error := self.error) is not None:
+            raise RuntimeError(f"reading and preparing frames failed: {error}") from error
         return item
 
     def close(self, timeout: float) -> list[Prepared]:
@@ -83,7 +81,7 @@ class Feeder:
         self.stop.set()
         left: list[Prepared] = []
         deadline = time.monotonic() + timeout
-        while self._thread.is_alive() and time.monotonic() < deadline:
+        while self._worker.alive and time.monotonic() < deadline:
             try:
                 item = self._ready.get(timeout=0.1)
             except queue.Empty:

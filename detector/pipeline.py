@@ -8,7 +8,6 @@ rules. The detector runs the three on three threads, so the device never waits f
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Sequence
@@ -17,12 +16,12 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from common.codec import ImageError, check_jpeg, decode_frame
 from common.config import PoolConfig
 from common.redis_io import Entry
 from common.wire import Detection, Frame, Result, Timings, WireError, decode
-from detector.engines import DeviceBatch, Engine
+from detector.engines import DeviceBatch, Engine, LoadsImages, loads_images, run_batch
 from detector.model import ModelSpec
 from detector.watchdog import InferenceTimeoutError
 from detector.yolo.postprocess import Detections, decode_boxes, letterbox_into
@@ -30,56 +29,21 @@ from detector.yolo.postprocess import decode as decode_heads
 
 log = logging.getLogger(__name__)
 
-
-class ImageError(ValueError):
-    """The frame's image bytes cannot be decoded."""
-
-
-def _check_complete(frame: Frame) -> None:
-    # Decoders fill a JPEG cut short with grey and carry on: a frame without its end-of-image marker is refused,
-    # rather than half an image inferred. (Some encoders pad after the marker with zeros.)
-    if not frame.data.endswith(b"\xff\xd9") and not frame.data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise ImageError(f"JPEG of {len(frame.data)} bytes is cut short (no end-of-image marker)")
+__all__ = ["ImageError", "Outcome", "Pipeline", "Predicted", "Prepared", "decode_image", "encoded_image"]
 
 
 def decode_image(frame: Frame) -> np.ndarray:
-    """The frame's image as RGB uint8, checked against the size the message announces."""
-    if frame.encoding != "bgr8":
-        bgr = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            what = "JPEG" if frame.encoding == "jpeg" else "PNG (or it is cut short)"
-            raise ImageError(f"image of {len(frame.data)} bytes is not a decodable {what}")
-        if frame.encoding == "jpeg":
-            _check_complete(frame)
-    else:
-        expected = frame.image_width * frame.image_height * 3
-        if len(frame.data) != expected:
-            raise ImageError(f"bgr8 image has {len(frame.data)} bytes, expected {expected}")
-        bgr = np.frombuffer(frame.data, np.uint8).reshape(frame.image_height, frame.image_width, 3)
-    if bgr.shape[:2] != (frame.image_height, frame.image_width):
-        raise ImageError(
-            f"image is {bgr.shape[1]}x{bgr.shape[0]}, message says {frame.image_width}x{frame.image_height}"
-        )
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """The frame's image as RGB uint8, checked against the size the message announces (``common.codec``'s
+    policy: a JPEG cut short is refused, not inferred half grey)."""
+    return cv2.cvtColor(decode_frame(frame), cv2.COLOR_BGR2RGB)
 
 
 def encoded_image(frame: Frame) -> bytes | np.ndarray:
     """What an engine that decodes on its device takes: JPEG bytes, checked by their header only (size and
-    format, without decoding), or a ``png`` or ``bgr8`` frame decoded to RGB."""
+    format, without decoding) and for their end, or a ``png`` or ``bgr8`` frame decoded to RGB."""
     if frame.encoding != "jpeg":
         return decode_image(frame)
-    try:
-        with Image.open(io.BytesIO(frame.data)) as header:
-            kind, (width, height) = header.format, header.size
-    except UnidentifiedImageError:
-        raise ImageError(f"image of {len(frame.data)} bytes is not a decodable JPEG (no image header)") from None
-    except OSError as exc:
-        raise ImageError(f"image of {len(frame.data)} bytes is not a decodable JPEG ({exc})") from None
-    if kind != "JPEG":
-        raise ImageError(f"image of {len(frame.data)} bytes is a {kind}, not a JPEG")
-    if (width, height) != (frame.image_width, frame.image_height):
-        raise ImageError(f"image is {width}x{height}, message says {frame.image_width}x{frame.image_height}")
-    _check_complete(frame)
+    check_jpeg(frame.data, (frame.image_width, frame.image_height))
     return frame.data
 
 
@@ -149,8 +113,8 @@ class Pipeline:
                 and (out.picked_up - frame.capture_ts) * 1000 > self.pool.max_age_ms
             )
             (out.stale.append(entry) if too_old else frames.append((entry, frame)))
-        if self.engine.loads_images:
-            self._load_on_device(frames, out)
+        if loads_images(engine := self.engine):
+            self._load_on_device(engine, frames, out)
             return out
         size = self.spec.input_size
         batch = np.empty((len(frames), size, size, 3), np.uint8)  # engines divide by 255 on their device
@@ -176,7 +140,7 @@ class Pipeline:
         out.batch = batch[good] if len(good) < len(frames) else batch
         return out
 
-    def _load_on_device(self, frames: list[tuple[Entry, Frame]], out: Prepared) -> None:
+    def _load_on_device(self, engine: LoadsImages, frames: list[tuple[Entry, Frame]], out: Prepared) -> None:
         t0 = time.perf_counter()
         images, sent = [], []
         for entry, frame in frames:
@@ -187,7 +151,7 @@ class Pipeline:
                 out.failed.append((entry, f"ImageError: {exc}"))
         if not images:
             return
-        loaded = self.engine.load(images)
+        loaded = engine.load(images)
         ms = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
         out.failed.extend((sent[i][0], f"ImageError: {why}") for i, why in loaded.failed.items())
         out.entries = [sent[i][0] for i in loaded.kept]
@@ -205,11 +169,11 @@ class Pipeline:
             return Predicted(prepared)
         t0 = time.perf_counter()
         try:
-            outputs = self.engine.predict(prepared.batch)
+            outputs = run_batch(self.engine, prepared.batch)
         except InferenceTimeoutError as first:
             log.error("%s; the engine was restarted: retrying the batch once", first)
             try:
-                outputs = self.engine.predict(prepared.batch)
+                outputs = run_batch(self.engine, prepared.batch)
             except InferenceTimeoutError as second:
                 return Predicted(prepared, failure=f"inference timed out twice ({second})")
         return Predicted(prepared, outputs, (time.perf_counter() - t0) / len(prepared.entries))

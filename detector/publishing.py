@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from common import metrics
 from common.keys import Keys
 from common.redis_io import GroupReader, Tally
 from common.wire import Result, encode
+from common.workers import Worker
 from detector.pipeline import Pipeline, Predicted
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ class Publisher:
         self.publishing = publishing
         self._queue: queue.Queue[Predicted | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
-        self._thread.start()
+        """Why publishing failed: the thread lives on, draining the queue, so that put() never blocks on it."""
+        self._worker = Worker("publisher", self._run).start()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -99,17 +99,18 @@ class Publisher:
     def close(self, timeout: float) -> bool:
         """Finish what is queued (within ``timeout`` seconds) and stop; False if that ran out of time."""
         deadline = time.monotonic() + timeout
-        while self._thread.is_alive():
+        while self._worker.alive:
             try:
                 self._queue.put(None, timeout=0.1)
                 break
             except queue.Full:
                 if time.monotonic() >= deadline:
                     return False
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        ended = self._worker.join(deadline - time.monotonic())
         self._raise()
-        return not self._thread.is_alive()
+        return ended
 
     def _raise(self) -> None:
+        self._worker.check()  # the thread itself died (not a failed batch, which it survives)
         if self.error is not None:
             raise RuntimeError(f"publishing results failed: {self.error}") from self.error

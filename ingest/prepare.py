@@ -1,16 +1,15 @@
-"""Frame preparation: resize to a maximum side (aspect kept), then JPEG or raw BGR."""
+"""Frame preparation: resize to a maximum side (aspect kept), then encode (JPEG, PNG or raw BGR: ``common.codec``)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from common.codec import EncodeError, encode_image
 from common.config import CameraConfig
 from common.wire import Frame
 
-
-class EncodeError(RuntimeError):
-    """A frame that could not be encoded; it is skipped and counted."""
+__all__ = ["EncodeError", "make_frame", "resize_to_max_side"]  # EncodeError: a frame the reader skips and counts
 
 
 def resize_to_max_side(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -31,7 +30,7 @@ def make_frame(
     origin: tuple[str, int | None] | None = None,
 ) -> Frame:
     """A wire frame from a BGR image; the original size, and a recording's file and frame index, travel with it."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:  # before resizing it
         raise EncodeError(f"expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
     small = resize_to_max_side(image, camera.max_side)
@@ -44,22 +43,8 @@ def make_frame(
         encoding=camera.encoding,
         image_width=small.shape[1],
         image_height=small.shape[0],
-        data=_encode(small, camera),
+        data=encode_image(small, camera.encoding, camera.jpeg_quality),
         live=live,
         file=origin[0] if origin else None,
         frame_index=origin[1] if origin else None,
     )
-
-
-def _encode(image: np.ndarray, camera: CameraConfig) -> bytes:
-    if camera.encoding == "bgr8":
-        return np.ascontiguousarray(image).tobytes()
-    if camera.encoding == "jpeg":
-        ext, params = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, camera.jpeg_quality]
-    else:
-        ext, params = ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1]  # lossless at any level: favour speed over size
-    ok, buf = cv2.imencode(ext, image, params)
-    if not ok:
-        raise EncodeError(f"OpenCV could not encode the frame as {camera.encoding}")
-    data: bytes = buf.tobytes()
-    return data

@@ -4,38 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from common.backoff import Backoff
 from common.config import CameraConfig
+from common.workers import Worker, WorkerError
 from ingest.pacing import Pacer
 from ingest.prepare import EncodeError, make_frame
 from ingest.publisher import Publisher, StreamCounters
 from ingest.sampler import Sampler
-from ingest.sources import FrameError, Source, SourceError, SyntheticSource, open_source
+from ingest.sources import FrameError, Source, SourceError, open_source
+from ingest.sources.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter, so that many cameras behind one failed switch do not retry in lockstep."""
-
-    initial_s: float
-    max_s: float
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.max_s, self.initial_s * 2.0**self.attempt)
-        self.attempt += 1
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter, not cryptography
-
-    def reset(self) -> None:
-        self.attempt = 0
+# Backoff is re-exported: the fleet gives each reader one, with jitter, so that cameras behind one failed switch
+# do not retry in lockstep.
+__all__ = ["Backoff", "CameraReader"]
 
 
 @dataclass
@@ -53,19 +42,33 @@ class CameraReader:
     total: int | None = None
     """Frames the open source holds, when it knows (a file, an image folder)."""
     _seq: int = 0
-    _thread: threading.Thread | None = None
+    _worker: Worker | None = None
 
     def start(self) -> CameraReader:
-        self._thread = threading.Thread(target=self.run, name=f"camera-{self.camera.name}", daemon=True)
-        self._thread.start()
+        self._worker = Worker(f"camera-{self.camera.name}", self.run, stopping=self.stop, on_error=self._crashed)
+        self._worker.start()
         return self
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker is not None and self._worker.alive
 
-    def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    @property
+    def error(self) -> BaseException | None:
+        """What killed the reader's thread, if anything did (it was logged, and shows as the last error)."""
+        return self._worker.error if self._worker is not None else None
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the reader to end; True when it did. A camera whose thread crashed is gone,
+        as one that finished, without failing its fleet's stop: the crash was logged and is in ``error``."""
+        if self._worker is None:
+            return True
+        try:
+            return self._worker.join(timeout)
+        except WorkerError:
+            return True
+
+    def _crashed(self, exc: BaseException) -> None:
+        self.publisher.counter(self.camera.name).last_error = f"reader crashed: {type(exc).__name__}: {exc}"
 
     def run(self) -> None:
         counters = self.publisher.counter(self.camera.name)
@@ -96,7 +99,7 @@ class CameraReader:
         delay = self.backoff.next_delay()
         counters.last_error = message
         log.error("camera %s: %s; retrying in %.1f s", self.camera.name, message, delay)
-        self.stop.wait(delay)
+        self.backoff.wait(self.stop, delay)
 
     def _pump(self, source: Source, counters: StreamCounters) -> bool:
         """Read until the source ends (True), or a stop is asked (False); SourceError when it breaks."""

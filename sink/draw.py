@@ -8,6 +8,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from common.codec import ImageError, decode_frame
 from common.wire import Detection, Frame
 
 BOX_COLOUR = (0, 0, 255)
@@ -29,18 +30,15 @@ class Boxes(Protocol):
 
 
 def frame_image(frame: Frame) -> np.ndarray:
-    """The frame's image as a writable BGR array; ValueError saying why when it cannot be decoded."""
-    if frame.encoding != "bgr8":
-        image: np.ndarray | None = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"the {frame.encoding.upper()} image cannot be decoded")
-        return image
-    expected = frame.image_width * frame.image_height * 3
-    if len(frame.data) != expected:
-        raise ValueError(
-            f"bgr8 image holds {len(frame.data)} bytes, {frame.image_width}x{frame.image_height} needs {expected}"
-        )
-    return np.frombuffer(frame.data, np.uint8).reshape(frame.image_height, frame.image_width, 3).copy()
+    """The frame's image as a writable BGR array; ImageError (a ValueError) saying why when it cannot be decoded.
+
+    Decoded by ``common.codec``, so that what a detector refuses (a JPEG cut short, say) is not drawn half grey.
+    """
+    try:
+        image = decode_frame(frame)
+    except ImageError as exc:
+        raise ImageError(f"the {frame.encoding.upper()} image cannot be decoded: {exc}") from None
+    return image if image.flags.writeable else image.copy()
 
 
 def draw_detections(image: np.ndarray, boxes: Boxes) -> None:
