@@ -31,14 +31,17 @@ sys.path.insert(0, str(ROOT))
 
 from bench.detector_bench import backlog_run  # noqa: E402
 from bench.machine import cpu_machine  # noqa: E402
-from common.config import ModelConfig, SyntheticSourceConfig, TensorFlowEngineConfig, TorchEngineConfig  # noqa: E402
+from common.config import ModelConfig  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
 from common.redis_io import connect  # noqa: E402
 from common.wire import FIELD, Result, decode  # noqa: E402
 from detector.engines import create_engine  # noqa: E402
+from detector.engines.tensorflow import TensorFlowEngineConfig  # noqa: E402
+from detector.engines.torch import TorchEngineConfig  # noqa: E402
 from detector.model import ModelSpec  # noqa: E402
-from detector.yolo.train import render  # noqa: E402
+from detector.training.train import render  # noqa: E402
+from ingest.sources.synthetic import SyntheticSourceConfig  # noqa: E402
 
 MODEL = ROOT / "detector" / "models" / "shapes"
 ENGINES = {"tensorflow": "{kind: tensorflow, gpu: null}", "torch": "{kind: torch, gpu: null}"}

@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_machine  # noqa: E402
-from common.config import SyntheticSourceConfig  # noqa: E402
-from ingest.sources import SyntheticSource  # noqa: E402
+from ingest.sources.synthetic import SyntheticSource, SyntheticSourceConfig  # noqa: E402
 
 MODEL = ROOT / "detector" / "models" / "shapes"
 FILES = ["--yolo_model", str(MODEL / "trained_weights_final.h5"), "--anchors", str(MODEL / "yolo-tiny_anchors.txt"),
@@ -76,8 +75,8 @@ def detector_py_way(folder: Path) -> float:
 
 def streamyolo_detect(folder: Path, out: Path, *extra: str) -> float:
     started = time.perf_counter()
-    command = [sys.executable, "-m", "common.launcher", "detect", "--input_path", str(folder), "--output", str(out),
-               "--no_save_img", *FILES, *extra]  # fmt: skip
+    command = [sys.executable, "-m", "common.stack.launcher", "detect", "--input_path", str(folder),
+               "--output", str(out), "--no_save_img", *FILES, *extra]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:

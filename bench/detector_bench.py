@@ -29,15 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_machine  # noqa: E402
-from common.config import CameraConfig, ModelConfig, SyntheticSourceConfig, TensorFlowEngineConfig  # noqa: E402
+from common.config import CameraConfig, ModelConfig  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
 from common.redis_io import connect  # noqa: E402
 from common.wire import FIELD, Result, decode, encode  # noqa: E402
 from detector.engines import create_engine  # noqa: E402
+from detector.engines.tensorflow import TensorFlowEngineConfig  # noqa: E402
 from detector.model import ModelSpec  # noqa: E402
 from ingest.prepare import make_frame  # noqa: E402
-from ingest.sources import SyntheticSource  # noqa: E402
+from ingest.sources.synthetic import SyntheticSource, SyntheticSourceConfig  # noqa: E402
 
 ARCHS: tuple[Literal["yolov3", "tiny"], ...] = ("yolov3", "tiny")
 BATCHES = (1, 4, 8)

@@ -52,8 +52,8 @@ def engine(
     decode: str = "cpu",
     compile: bool = False,
 ) -> Any:
-    from common.config import ModelConfig, TorchEngineConfig
-    from detector.engines.torch import TorchEngine
+    from common.config import ModelConfig
+    from detector.engines.torch import TorchEngine, TorchEngineConfig
     from detector.model import ModelSpec
 
     spec = ModelSpec.from_config(ModelConfig(classes=["a", "b", "c"], architecture=arch, input_size=416))
@@ -150,8 +150,7 @@ def jpeg_frames(count: int, width: int, height: int) -> list[bytes]:
     """Frames of the synthetic source (moving shapes on a noisy gradient), as ingest sends them."""
     import cv2
 
-    from common.config import SyntheticSourceConfig
-    from ingest.sources import SyntheticSource
+    from ingest.sources.synthetic import SyntheticSource, SyntheticSourceConfig
 
     source = SyntheticSource(SyntheticSourceConfig(kind="synthetic", seed=3, width=width, height=height, fps=5))
     quality = [cv2.IMWRITE_JPEG_QUALITY, 85]
@@ -163,7 +162,7 @@ def part_decode(out: Path) -> dict[str, Any]:
 
     from common.wire import Frame
     from detector.pipeline import decode_image
-    from detector.yolo.evaluate import iou
+    from detector.training.evaluate import iou
     from detector.yolo.postprocess import decode, letterbox_into
 
     rows: list[dict[str, Any]] = []
@@ -448,10 +447,10 @@ def part_e2e(
     max_batch: int = 64,
     max_wait_ms: int = 25,
 ) -> dict[str, Any]:
-    from common.config import EmbeddedServerConfig
     from common.embedded import EmbeddedServer
     from common.keys import Keys
     from common.redis_io import connect, ensure_group
+    from common.redis_io.settings import EmbeddedServerConfig
     from common.wire import Result, decode
 
     rows = []
@@ -566,15 +565,13 @@ def part_e2e(
 
 def wait_for_consumers(client: Any, keys: Any, replicas: int, dets: list[Any], timeout: float = 400) -> float:
     """Seconds until every replica reads from the frames streams (XREADGROUP registers it as a consumer)."""
-    from redis.exceptions import ResponseError
+    from common.redis_io import group_state
 
     started = time.monotonic()
     while time.monotonic() - started < timeout and all(d.poll() is None for d in dets):
-        try:
-            if len(client.xinfo_consumers(keys.frames("c0"), keys.detector_group("gpu"))) >= replicas:
-                break
-        except ResponseError:  # no stream or group yet
-            pass
+        state = group_state(client, keys.frames("c0"), keys.detector_group("gpu"))  # None: no stream or group yet
+        if state is not None and state.consumers >= replicas:
+            break
         time.sleep(1)
     return round(time.monotonic() - started, 1)
 

@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.detect_bench import make_inputs  # noqa: E402
-from common.config import SyntheticSourceConfig  # noqa: E402
+from ingest.sources.synthetic import SyntheticSourceConfig  # noqa: E402
 
 MODEL = ROOT / "detector" / "models" / "shapes"
 
 
 def detect(folder: Path, out: Path, log: Path, *extra: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "common.launcher", "detect", "--input_path", str(folder), "--output", str(out),
-               "--no_save_img", "--gpu_num", "1", "--engine", "torch", *extra]  # fmt: skip
+    command = [sys.executable, "-m", "common.stack.launcher", "detect", "--input_path", str(folder),
+               "--output", str(out), "--no_save_img", "--gpu_num", "1", "--engine", "torch", *extra]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started

@@ -1,5 +1,5 @@
 """The operability figures that need a GPU: a detector replica on CUDA reports its GPU memory in /metrics and in
-``python -m common.status``, and both agree with what nvidia-smi sees the process hold.
+``python -m common.stack.status``, and both agree with what nvidia-smi sees the process hold.
 
 Run on a GPU machine: ``python bench/gpu_ops_check.py [--out DIR]``. Writes ``gpu_ops.json`` and the status table
 (``gpu_ops_status.txt``) to DIR; prints both. Nothing is asserted.
@@ -60,7 +60,7 @@ def main() -> None:
         ingest = subprocess.Popen([*run, "ingest", "--config", str(config), "--duration", "40"], cwd=ROOT, env=env)
         time.sleep(30)  # model load, warm-up, frames flowing
         body = urllib.request.urlopen("http://127.0.0.1:9311/metrics", timeout=10).read().decode()
-        status = subprocess.run([*run, "common.status", "--config", str(config), "--once"], cwd=ROOT,
+        status = subprocess.run([*run, "common.stack.status", "--config", str(config), "--once"], cwd=ROOT,
                                 env={**env, "COLUMNS": "160"}, capture_output=True, text=True, check=False)  # fmt: skip
         used = smi_used_mb(detector.pid)
         ingest.wait()

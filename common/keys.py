@@ -70,7 +70,7 @@ class Keys:
 
     def replicas(self, group: str) -> str:
         """Hash (replica -> JSON: device, engine, GPU memory, counts, time) each detector replica of a group
-        refreshes every few seconds, for ``python -m common.status``."""
+        refreshes every few seconds, for ``python -m common.stack.status``."""
         return f"{self.prefix}:replicas:{group}"
 
     def sink_group(self, sink: str) -> str:

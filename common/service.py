@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-
-from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, RedisError
+from typing import Generic, TypeVar
 
 from common import metrics
-from common.config import ConfigError, RedisConfig, StackConfig, load_config
+from common.config import ConfigError, StackConfig, load_config
 from common.embedded import redis_url
 from common.redact import redact
-from common.redis_io import connect
+from common.redis_io import Denied, RedisIOError, connect, ping
+from common.redis_io.settings import RedisConfig
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,25 @@ class Bounds:
         return None
 
 
+OptionsT = TypeVar("OptionsT")
+
+
+class UsageError(ValueError):
+    """Command-line options that cannot run with this config; ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 @dataclass
-class Context:
-    """What a service's run function gets."""
+class Context(Generic[OptionsT]):
+    """What a service's run function gets: the config, its own typed options, and the shared machinery."""
 
     config: StackConfig
-    args: argparse.Namespace
+    options: OptionsT
+    """The service's options (e.g. which pool and replica), checked against the config."""
+    config_path: Path
     redis_url: str
     shutdown: Shutdown
     bounds: Bounds
@@ -126,7 +139,7 @@ class Context:
 
 @dataclass
 class Heartbeat:
-    """A file whose modification time says the worker loop turned recently (``python -m common.health`` reads it:
+    """A file whose modification time says the worker loop turned recently (``python -m common.stack.health`` reads it:
     a container's healthcheck)."""
 
     path: Path
@@ -159,21 +172,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-Run = Callable[[Context], int]
-Check = Callable[[StackConfig, argparse.Namespace], list[str]]
+Options = Callable[[StackConfig, argparse.Namespace], OptionsT]
+"""Turns the parsed command line into a service's typed options, or raises :class:`UsageError` saying why not."""
 
 
-def choose(names: list[str], chosen: str | None, section: str, flag: str) -> tuple[str | None, list[str]]:
-    """Pick the configured item a process serves: the one named by ``flag``, or the only one."""
+def choose(names: list[str], chosen: str | None, section: str, flag: str) -> str:
+    """Pick the configured item a process serves: the one named by ``flag``, or the only one; raises
+    :class:`UsageError` saying what to do."""
     if not names:
-        return None, [f"{section} is empty: configure at least one"]
+        raise UsageError([f"{section} is empty: configure at least one"])
     if chosen is None:
         if len(names) > 1:
-            return None, [f"{section} has several ({', '.join(names)}): choose one with {flag}"]
-        return names[0], []
+            raise UsageError([f"{section} has several ({', '.join(names)}): choose one with {flag}"])
+        return names[0]
     if chosen not in names:
-        return None, [f"{flag} {chosen}: not in {section} ({', '.join(names)})"]
-    return chosen, []
+        raise UsageError([f"{flag} {chosen}: not in {section} ({', '.join(names)})"])
+    return chosen
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -215,10 +229,10 @@ def redis_refusal(url: str, cfg: RedisConfig) -> str | None:
     where = redact(url)
     client = connect(url, cfg.model_copy(update={"retries": 0}))
     try:
-        client.ping()
-    except (AuthenticationError, AuthorizationError, NoPermissionError) as exc:
+        ping(client)
+    except Denied as exc:
         return f"{where} refused this client: {exc} (check the user and password in redis.url or REDIS_URL, the ACL)"
-    except RedisError as exc:
+    except RedisIOError as exc:
         cause: BaseException | None = exc
         while cause is not None and not isinstance(cause, ssl.SSLError):
             cause = cause.__cause__ or cause.__context__
@@ -229,9 +243,11 @@ def redis_refusal(url: str, cfg: RedisConfig) -> str | None:
     return None
 
 
-def main(prog: str, arg_parser: argparse.ArgumentParser, run: Run, check: Check | None = None) -> int:
-    """Parse, load and check the config, and that Redis takes this client's credentials and certificates (exit 2 on
-    errors), then run with signals installed."""
+def main(
+    prog: str, arg_parser: argparse.ArgumentParser, run: Callable[[Context[OptionsT]], int], options: Options[OptionsT]
+) -> int:
+    """Parse, load and check the config and the service's options, and that Redis takes this client's credentials
+    and certificates (exit 2 on errors), then run with signals installed."""
     args = arg_parser.parse_args()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -245,10 +261,11 @@ def main(prog: str, arg_parser: argparse.ArgumentParser, run: Run, check: Check 
         for line in exc.problems:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
-    problems = check(config, args) if check else []
-    for line in problems:
-        print(f"config error: {args.config}: {line}", file=sys.stderr)
-    if problems:
+    try:
+        chosen = options(config, args)
+    except UsageError as exc:
+        for line in exc.problems:
+            print(f"config error: {args.config}: {line}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
         print(f"{args.config}: OK")
@@ -267,4 +284,4 @@ def main(prog: str, arg_parser: argparse.ArgumentParser, run: Run, check: Check 
             log.error("cannot serve metrics on %s:%d: %s (choose another --metrics-port)", args.metrics_host,
                       args.metrics_port, exc)  # fmt: skip
             return EXIT_CONFIG
-        return run(Context(config, args, url, shutdown, bounds, heartbeat))
+        return run(Context(config, chosen, args.config, url, shutdown, bounds, heartbeat))

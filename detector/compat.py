@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from common.config import ModelConfig, TensorFlowEngineConfig
+from common.config import ModelConfig
 from detector.engines import Engine, create_engine
+from detector.engines.tensorflow import TensorFlowEngineConfig
 from detector.model import ModelSpec
 from detector.yolo.postprocess import Detections, decode, letterbox_into
 

@@ -37,9 +37,9 @@ import yaml
 from PIL import Image
 
 from common.config import ConfigError, StackConfig, load_config
-from common.launcher import OnUrl, run_stack
 from common.redis_io import remove_prefix
 from common.service import EXIT_CONFIG
+from common.stack.launcher import OnUrl, run_stack
 from detector.compat import Row, class_colours, draw_rows, tyoy_rows
 from detector.engines import missing_extra
 

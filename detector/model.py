@@ -14,6 +14,7 @@ import numpy as np
 
 from common.config import ModelConfig
 from detector.yolo.files import DEFAULT_ANCHORS, ModelFileError, architecture_for, read_anchors, read_classes
+from detector.yolo.onnx_file import describe
 from detector.yolo.weights import inspect_weights
 
 Architecture = Literal["yolov3", "tiny"]
@@ -61,11 +62,7 @@ class ModelSpec:
     @classmethod
     def _from_onnx(cls, cfg: ModelConfig, path: Path) -> ModelSpec:
         """An ONNX export: classes from model.classes, else its metadata; its input size when the file fixes it."""
-        try:
-            from detector.engines.onnx import describe  # onnxruntime: only for ONNX models
-        except ImportError as exc:
-            raise ModelFileError(path, f"reading it needs onnxruntime ({exc})", "install the onnx extra") from None
-        model = describe(path)
+        model = describe(path)  # onnxruntime is imported only there, only for ONNX models
         if cfg.classes is not None:
             classes = _class_names(cfg.classes)
         else:

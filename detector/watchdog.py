@@ -10,7 +10,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from detector.engines import DeviceBatch, Engine, Image
+from detector.engines import DeviceBatch, Engine, EngineError, Image, loads_images, run_batch
 from detector.yolo.postprocess import OutputLayout
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class Watchdog:
 
     @property
     def loads_images(self) -> bool:
-        return self._engine.loads_images
+        """The watched engine's capability, passed through (see ``detector.engines.LoadsImages``)."""
+        return loads_images(self._engine)
 
     def memory_bytes(self) -> int | None:
         """GPU memory the engine holds, when it runs on a GPU and can tell (an optional engine method)."""
@@ -53,10 +54,13 @@ class Watchdog:
 
     def load(self, images: Sequence[Image]) -> DeviceBatch:
         # Not on the watched thread: a load is a decode and a copy, and runs on the feeder, beside inference.
-        return self._engine.load(images)
+        engine = self._engine
+        if not loads_images(engine):
+            raise EngineError(f"the {engine.name} engine does not decode images on its device")
+        return engine.load(images)
 
     def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
-        future = self._runner.submit(self._engine.predict, batch)
+        future = self._runner.submit(run_batch, self._engine, batch)
         try:
             return future.result(timeout=self.timeout_s)
         except FutureTimeout:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from dataclasses import dataclass
 
 from common import metrics
 from common.keys import Keys
@@ -28,10 +29,18 @@ def default_replica() -> str:
     return socket.gethostname()
 
 
-def run(ctx: Context) -> int:
+@dataclass(frozen=True)
+class DetectorOptions:
+    pool: str
+    """The pool served (its consumer group)."""
+    replica: str
+    """This replica's consumer name: stable across restarts, so a restarted replica finds its pending frames."""
+
+
+def run(ctx: Context[DetectorOptions]) -> int:
     cfg = ctx.config
-    pool = cfg.pool(ctx.args.pool)
-    replica = ctx.args.replica or default_replica()
+    pool = cfg.pool(ctx.options.pool)
+    replica = ctx.options.replica
     keys = Keys(cfg.streams.prefix)
     client = connect(ctx.redis_url, cfg.redis)
     spec = ModelSpec.from_config(pool.model)

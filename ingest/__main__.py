@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from common import service
-from ingest.worker import check, run
+from ingest.worker import options, run
 
 
 def main() -> int:
@@ -18,7 +18,7 @@ def main() -> int:
         help="progress bars for file and image-folder cameras on stderr (auto: when it is a terminal)",
     )  # fmt: skip
     p.epilog = "--max-frames applies per camera. SIGHUP reloads the config: cameras are added, removed or restarted."
-    return service.main("ingest", p, run, check)
+    return service.main("ingest", p, run, options)
 
 
 if __name__ == "__main__":

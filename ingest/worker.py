@@ -9,12 +9,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from common import metrics
 from common.config import CameraConfig, ConfigError, StackConfig, load_config
 from common.keys import Keys
 from common.redis_io import connect
-from common.service import Context
+from common.service import Context, UsageError
 from ingest.progress import FileProgress
 from ingest.publisher import Publisher
 from ingest.reader import Backoff, CameraReader
@@ -27,12 +28,27 @@ def selected(config: StackConfig, names: list[str] | None) -> list[CameraConfig]
     return [c for c in config.ingest.cameras if names is None or c.name in names]
 
 
-def check(config: StackConfig, args: argparse.Namespace) -> list[str]:
+@dataclass(frozen=True)
+class IngestOptions:
+    cameras: list[str] | None
+    """The cameras this process serves (--camera); None: all."""
+    progress: Literal["auto", "always", "never"]
+    """Progress bars for file and image-folder cameras on stderr (auto: when it is a terminal)."""
+    max_frames: int | None
+    """Frames per camera before it stops (--max-frames)."""
+
+
+def options(config: StackConfig, args: argparse.Namespace) -> IngestOptions:
+    """The cameras named must be configured, and there must be some to serve."""
     known = {c.name for c in config.ingest.cameras}
     unknown = sorted(set(args.camera or ()) - known)
     if unknown:
-        return [f"--camera {', '.join(unknown)}: not in ingest.cameras ({', '.join(sorted(known)) or 'none'})"]
-    return [] if selected(config, args.camera) else ["ingest.cameras is empty: configure at least one camera"]
+        raise UsageError(
+            [f"--camera {', '.join(unknown)}: not in ingest.cameras ({', '.join(sorted(known)) or 'none'})"]
+        )
+    if not selected(config, args.camera):
+        raise UsageError(["ingest.cameras is empty: configure at least one camera"])
+    return IngestOptions(cameras=args.camera, progress=args.progress, max_frames=args.max_frames)
 
 
 @dataclass
@@ -83,21 +99,21 @@ class Fleet:
             log.info("camera %s: %s", name, self.publisher.counters[name].line())
 
 
-def run(ctx: Context) -> int:
+def run(ctx: Context[IngestOptions]) -> int:
     cfg = ctx.config
     # Ingest must never wait on Redis: one quick attempt, and the publisher drops and counts what cannot go. The
     # socket timeout is capped at 5 s, never raised above the configured one.
     timeout = min(cfg.redis.socket_timeout_s, 5.0)
     client = connect(ctx.redis_url, cfg.redis.model_copy(update={"retries": 0, "socket_timeout_s": timeout}))
     publisher = Publisher(client, Keys(cfg.streams.prefix), cfg.ingest.queue_size, cfg.ingest.pipeline).start()
-    fleet = Fleet(publisher, cfg, ctx.args.max_frames)
+    fleet = Fleet(publisher, cfg, ctx.options.max_frames)
     metrics.register(metrics.IngestCollector(lambda: dict(publisher.counters)))
-    fleet.apply(cfg, selected(cfg, ctx.args.camera))
+    fleet.apply(cfg, selected(cfg, ctx.options.cameras))
     ctx.bounds.max_frames = None  # ingest applies --max-frames per camera
     reload = threading.Event()
     signal.signal(signal.SIGHUP, lambda *_: reload.set())
     log.info("ingesting %d cameras", len(fleet.readers))
-    wanted = ctx.args.progress == "always" or (ctx.args.progress == "auto" and sys.stderr.isatty())
+    wanted = ctx.options.progress == "always" or (ctx.options.progress == "auto" and sys.stderr.isatty())
     progress = FileProgress(publisher) if wanted else None
     next_stats = time.monotonic() + cfg.ingest.stats_interval_s
     while (why := ctx.stop_reason()) is None and fleet.active():
@@ -120,13 +136,13 @@ def run(ctx: Context) -> int:
     return 0
 
 
-def _reload(ctx: Context, fleet: Fleet) -> None:
+def _reload(ctx: Context[IngestOptions], fleet: Fleet) -> None:
     """SIGHUP: re-read the config; cameras added, removed or changed are started or stopped, others untouched."""
     try:
-        config = load_config(ctx.args.config)
+        config = load_config(ctx.config_path)
     except ConfigError as exc:
         log.error("SIGHUP: config not reloaded, keeping the running one:\n%s", exc)
         return
-    cameras = selected(config, ctx.args.camera)
+    cameras = selected(config, ctx.options.cameras)
     log.info("SIGHUP: config reloaded, %d cameras", len(cameras))
     fleet.apply(config, cameras)

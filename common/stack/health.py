@@ -1,4 +1,4 @@
-"""python -m common.health [FILE] [--max-age S]: exit 0 when a service's worker loop turned within S seconds.
+"""python -m common.stack.health [FILE] [--max-age S]: exit 0 when a service's worker loop turned within S seconds.
 
 A container's healthcheck: the service touches FILE (``--health-file`` or ``STREAMYOLO_HEALTH_FILE``) every second
 while its loop runs, so a process that is up but stuck (a hung device call, a dead loop) turns unhealthy.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m common.health", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m common.stack.health", description=__doc__.split("\n\n")[0])
     p.add_argument("file", nargs="?", type=Path, default=os.environ.get("STREAMYOLO_HEALTH_FILE"), help="heartbeat")
     p.add_argument("--max-age", type=float, default=30.0, metavar="S", help="oldest heartbeat that is healthy (30)")
     args = p.parse_args(argv)

@@ -22,14 +22,13 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import redis
-
-from common.config import ENV_PREFIX, ConfigError, ConsumerConfig, StackConfig, load_config
+from common.config import ENV_PREFIX, ConfigError, StackConfig, load_config
 from common.embedded import redis_url
 from common.keys import Keys, matches
 from common.redact import redact
-from common.redis_io import TRANSIENT_ERRORS, connect, stream_keys
+from common.redis_io import Client, RedisIOError, connect, outstanding, stream_keys
 from common.service import EXIT_CONFIG, Shutdown
+from common.settings import ConsumerConfig
 
 log = logging.getLogger("streamyolo")
 
@@ -64,7 +63,7 @@ def environments(cfg: StackConfig) -> dict[str, dict[str, str]]:
     }
 
 
-def backlog(cfg: StackConfig, client: redis.Redis) -> int:
+def backlog(cfg: StackConfig, client: Client) -> int:
     """Entries some configured pool or sink has not finished: never delivered (lag) or not yet acked (pending).
 
     A group that does not exist yet on a stream (its reader has not discovered the stream) owes every entry."""
@@ -85,12 +84,9 @@ def backlog(cfg: StackConfig, client: redis.Redis) -> int:
     total = 0
     for pattern, head, groups in stages:
         for key in stream_keys(client, pattern, head, ["*"]):
-            info = {g["name"].decode(): g for g in client.xinfo_groups(key)}
-            for group, streams in groups.items():
-                if not matches(key[len(head) :], streams):
-                    continue
-                g = info.get(group)
-                total += client.xlen(key) if g is None else int(g["pending"]) + int(g.get("lag") or 0)
+            total += outstanding(
+                client, key, [g for g, streams in groups.items() if matches(key[len(head) :], streams)]
+            )
     return total
 
 
@@ -208,7 +204,7 @@ def _drain(cfg: StackConfig, url: str, shutdown: Shutdown, drain: float, ended: 
             break
         try:
             left = backlog(cfg, client)
-        except TRANSIENT_ERRORS as exc:
+        except RedisIOError as exc:  # unreachable, or an ACL without XINFO
             why = f"cannot see the queues ({exc})"
             log.error("%s: stopping without draining", why)
             break

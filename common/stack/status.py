@@ -1,4 +1,4 @@
-"""``python -m common.status --config stack.yaml``: a live table of the stack, read from Redis alone.
+"""``python -m common.stack.status --config stack.yaml``: a live table of the stack, read from Redis alone.
 
 Per stream: fps in (frames pushed) and out (results published), both from the streams' own entry counters between
 two looks; each detector pool's lag (frames not yet read), pending (read, not answered) and stale drops; each
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -27,7 +26,17 @@ from rich.table import Table
 from common.config import ConfigError, SinkConfig, StackConfig, load_config
 from common.keys import Keys
 from common.redact import redact
-from common.redis_io import connect, group_info, stream_keys, text
+from common.redis_io import (
+    COUNT_LIMIT,
+    Client,
+    GroupState,
+    RedisIOError,
+    connect,
+    entries_added,
+    fields,
+    group_state,
+    stream_keys,
+)
 
 SILENT_AFTER_S = 15.0
 
@@ -39,47 +48,38 @@ class Look:
     at: float
     added: dict[str, tuple[int, int]] = field(default_factory=dict)
     """stream -> (frames entries added, results entries added)"""
-    groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    """(group, stream) -> XINFO GROUPS of that group on the stream (frames for pools, results for sinks)"""
+    groups: dict[tuple[str, str], GroupState] = field(default_factory=dict)
+    """(group, stream) -> that group on the stream (frames for pools, results for sinks)"""
     stale: dict[tuple[str, str], int] = field(default_factory=dict)
     replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
     """"pool/replica" -> the replica's beacon"""
 
 
-def look(client: redis.Redis, cfg: StackConfig) -> Look:
+def look(client: Client, cfg: StackConfig) -> Look:
     keys = Keys(cfg.streams.prefix)
     out = Look(time.time())
     pattern, head = keys.stage("frames")
     for key in stream_keys(client, pattern, head, ["*"]):
         stream = keys.stream_of(key)
-        out.added[stream] = (_added(client, key), _added(client, keys.results(stream)))
+        out.added[stream] = (entries_added(client, key), entries_added(client, keys.results(stream)))
         for pool in cfg.detector.pools:
             group = keys.detector_group(pool.name)
-            if (info := group_info(client, key, group)) is not None:
+            if (info := group_state(client, key, group)) is not None:
                 out.groups[(pool.name, stream)] = info
         for sink in grouped_sinks(cfg):
-            if (info := group_info(client, keys.results(stream), keys.sink_group(sink.name))) is not None:
+            if (info := group_state(client, keys.results(stream), keys.sink_group(sink.name))) is not None:
                 out.groups[(sink.name, stream)] = info
     for pool in cfg.detector.pools:
         group = keys.detector_group(pool.name)
-        tally: Any = client.hgetall(keys.stale(group))
-        out.stale.update({(pool.name, text(s)): int(n) for s, n in tally.items()})
-        beacons: Any = client.hgetall(keys.replicas(group))
-        out.replicas.update({f"{pool.name}/{text(r)}": json.loads(v) for r, v in beacons.items()})
+        out.stale.update({(pool.name, s): int(n) for s, n in fields(client, keys.stale(group)).items()})
+        beacons = fields(client, keys.replicas(group))
+        out.replicas.update({f"{pool.name}/{r}": json.loads(v) for r, v in beacons.items()})
     return out
 
 
 def grouped_sinks(cfg: StackConfig) -> list[SinkConfig]:
     """The sinks that read through a consumer group (a web view follows the streams without one)."""
     return [s for s in cfg.sinks if s.kind != "web"]
-
-
-def _added(client: redis.Redis, key: str) -> int:
-    try:
-        info: Any = client.xinfo_stream(key)
-    except redis.ResponseError:
-        return 0  # no such stream (yet)
-    return int(info.get("entries-added") or info["length"])
 
 
 def tables(cfg: StackConfig, before: Look, now: Look) -> Group:
@@ -98,7 +98,7 @@ def tables(cfg: StackConfig, before: Look, now: Look) -> Group:
         for pool in cfg.detector.pools:
             g = now.groups.get((pool.name, stream))
             stale = now.stale.get((pool.name, stream), 0)
-            row.append("-" if g is None else f"{_lag(g)} / {g['pending']} / {stale}")
+            row.append("-" if g is None else f"{_lag(g)} / {g.pending} / {stale}")
         for sink in grouped_sinks(cfg):
             g = now.groups.get((sink.name, stream))
             row.append("-" if g is None else _lag(g))
@@ -116,12 +116,13 @@ def tables(cfg: StackConfig, before: Look, now: Look) -> Group:
     return Group(streams, replicas)
 
 
-def _lag(info: dict[str, Any]) -> str:
-    return "?" if info["lag"] is None else str(info["lag"])
+def _lag(g: GroupState) -> str:
+    """Entries the group has not been given yet; "N+" when Redis could not tell and counting stopped at N."""
+    return f"{g.unread}+" if not g.lag_known and g.unread >= COUNT_LIMIT else str(g.unread)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m common.status", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m common.stack.status", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, required=True, help="stack config (YAML)")
     ap.add_argument("--redis-url", help="default: REDIS_URL, then the config's redis.url")
     ap.add_argument("--interval", type=float, default=2.0, help="seconds between looks (2)")
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 live.update(tables(cfg, before, now), refresh=True)
                 before = now
         return 0
-    except redis.RedisError as exc:
+    except RedisIOError as exc:
         print(f"redis at {redact(url)}: {exc}", file=sys.stderr)
         return 1
     finally:

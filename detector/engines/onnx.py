@@ -10,126 +10,61 @@ chunks of that size. onnxruntime is imported here only: no other process of the 
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Self
 
 import numpy as np
-import onnxruntime as ort
+from pydantic import Field, model_validator
 
-from common.config import OnnxEngineConfig
-from detector.engines import DeviceBatch, EngineError, Image
-from detector.model import ModelSpec
-from detector.yolo.files import ModelFileError
+from common.plugins import ENGINES
+from common.settings import EngineSettings
+from detector.engines.base import EngineError
+from detector.yolo.onnx_file import Shape, read_session, session_options
 from detector.yolo.postprocess import OutputLayout
+
+if TYPE_CHECKING:
+    from detector.model import ModelSpec
 
 log = logging.getLogger(__name__)
 
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # in order of preference
-Shape = tuple[int | str | None, ...]  # onnxruntime's: a dimension is a size, or a name (or None) when dynamic
 
+class OnnxEngineConfig(EngineSettings):
+    """An ONNX export (model.onnx) on onnxruntime: CPU, or CUDA / TensorRT with onnxruntime-gpu."""
 
-@dataclass(frozen=True)
-class OnnxModel:
-    """What the pipeline needs to know of an ONNX file: its one image input, its outputs and its metadata."""
-
-    path: Path
-    input_name: str
-    input_shape: Shape
-    input_type: str  # onnxruntime's: tensor(float) or tensor(float16)
-    outputs: tuple[tuple[str, Shape], ...]
-    metadata: dict[str, str]
-
-    @property
-    def channels_first(self) -> bool:
-        return self.input_shape[1] == 3
-
-    @property
-    def input_size(self) -> int | None:
-        """The input's side when the file fixes it; None when it is dynamic."""
-        side = self.input_shape[2] if self.channels_first else self.input_shape[1]
-        return side if isinstance(side, int) else None
-
-    @property
-    def batch_size(self) -> int | None:
-        """The fixed batch size the model was exported with; None when the batch is dynamic."""
-        first = self.input_shape[0]
-        return first if isinstance(first, int) else None
-
-    @property
-    def class_names(self) -> list[str] | None:
-        """The ``names`` metadata as Ultralytics writes it ("{0: 'person', 1: 'bicycle'}"), or a JSON list."""
-        text = self.metadata.get("names")
-        if text is None:
-            return None
-        try:
-            value = ast.literal_eval(text)  # literals only: metadata is data, never code
-        except (ValueError, SyntaxError):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                value = None
-        if isinstance(value, dict) and sorted(value) == list(range(len(value))):
-            return [str(value[i]) for i in range(len(value))]
-        if isinstance(value, list | tuple) and value:
-            return [str(v) for v in value]
-        raise ModelFileError(
-            self.path,
-            f"its metadata 'names' ({text[:60]!r}) is neither {{0: 'name', ...}} nor a list of names",
-            "set model.classes to a file or a list of names",
-        )
-
-
-def session_options(threads: int = 0) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # errors only: its warnings about graph rewrites say nothing to fix
-    return options
-
-
-def describe(path: Path) -> OnnxModel:
-    """Read ``path`` (on the CPU, without optimising it) and check its input is one image batch."""
-    if not path.is_file():
-        raise ModelFileError(path, "ONNX file not found", "check model.onnx")
-    options = session_options(1)
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # reading, not running
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's errors are pybind classes of their own
-        raise ModelFileError(path, f"onnxruntime cannot load it ({exc})", "export the model again") from None
-    return read_session(session, path)
-
-
-def read_session(session: Any, path: Path) -> OnnxModel:
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise ModelFileError(
-            path, f"has {len(inputs)} inputs ({[i.name for i in inputs]})", "export it with the image input only"
-        )
-    inp = inputs[0]
-    shape: Shape = tuple(inp.shape)
-    if len(shape) != 4 or 3 not in (shape[1], shape[3]):
-        raise ModelFileError(path, f"its input {inp.name} is {list(shape)}", "export it with an image input")
-    if inp.type not in ("tensor(float)", "tensor(float16)"):
-        raise ModelFileError(path, f"its input {inp.name} is a {inp.type}", "export it with a float32 input")
-    model = OnnxModel(
-        path,
-        inp.name,
-        shape,
-        inp.type,
-        tuple((o.name, tuple(o.shape)) for o in session.get_outputs()),
-        dict(session.get_modelmeta().custom_metadata_map),
+    kind: Literal["onnx"] = "onnx"
+    needs: ClassVar[tuple[str, ...]] = ("onnxruntime",)
+    gpu: Annotated[int, Field(ge=0, le=255)] | Literal["auto"] | None = Field(
+        "auto",
+        description="CUDA device index; None: CPU; auto: the first GPU when onnxruntime has a GPU provider "
+        "(onnxruntime-gpu), else the CPU.",
     )
-    height, width = shape[2:] if model.channels_first else shape[1:3]
-    if isinstance(height, int) and isinstance(width, int) and (height != width or height % 32):
-        raise ModelFileError(
-            path, f"its input is {width}x{height}", "export it with a square input whose side is a multiple of 32"
-        )
-    return model
+    providers: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="onnxruntime execution providers in order of preference, e.g. [CUDAExecutionProvider, "
+        "CPUExecutionProvider]; None: TensorRT, then CUDA (those installed, unless gpu is null), then the CPU.",
+    )
+    layout: Literal["auto", "yolov3", "v8", "v5"] = Field(
+        "auto",
+        description="The model's outputs. yolov3: 2 or 3 YOLOv3 heads (NCHW or NHWC); v8 (YOLOv8/v11): one "
+        "[batch, 4 + classes, boxes] of cx, cy, w, h in input pixels and class scores; v5: one "
+        "[batch, boxes, 5 + classes] of cx, cy, w, h, objectness and class scores; auto: from the output shapes.",
+    )
+    threads: int = Field(
+        0, ge=0, le=256, description="Intra-op threads on the CPU; 0: onnxruntime's default (one per core)."
+    )
+
+    @model_validator(mode="after")
+    def _gpu_providers_need_a_gpu(self) -> Self:
+        gpu_providers = [p for p in self.providers or [] if p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")]
+        if self.gpu is None and gpu_providers:
+            raise ValueError(f"engine.providers names {', '.join(gpu_providers)} but engine.gpu is null (the CPU)")
+        return self
+
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # in order of preference
 
 
 def resolve_layout(
@@ -183,9 +118,10 @@ def choose_providers(cfg: OnnxEngineConfig, available: Sequence[str]) -> list[st
 
 class OnnxEngine:
     name = "onnx"
-    loads_images = False  # frames are decoded and letterboxed on the CPU, by the pipeline
 
-    def __init__(self, cfg: OnnxEngineConfig, spec: ModelSpec) -> None:
+    def __init__(self, cfg: OnnxEngineConfig, spec: ModelSpec, max_batch: int | None = None) -> None:
+        import onnxruntime as ort
+
         if spec.onnx is None:
             raise EngineError("the onnx engine needs model.onnx")
         providers = choose_providers(cfg, ort.get_available_providers())
@@ -227,14 +163,9 @@ class OnnxEngine:
             spec.input_size, self.device, ", ".join(used),
         )  # fmt: skip
 
-    def load(self, images: Sequence[Image]) -> DeviceBatch:
-        raise EngineError("the onnx engine takes letterboxed arrays; the pipeline decodes on the CPU")
-
-    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
+    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
         """The model's outputs for a letterboxed RGB batch (B, S, S, 3), uint8 or float32 in [0, 1]; YOLOv3
         heads come back NHWC, as ``postprocess.decode`` reads them."""
-        if isinstance(batch, DeviceBatch):
-            raise EngineError("the onnx engine does not load images on its device")
         x = batch if batch.dtype != np.uint8 else np.divide(batch, np.float32(255), dtype=np.float32)
         if self.model.channels_first:
             x = x.transpose(0, 3, 1, 2)
@@ -251,3 +182,6 @@ class OnnxEngine:
         if n < step:  # a fixed batch size: pad the last chunk with blank rows, then drop their outputs
             x = np.concatenate([x, np.zeros((step - n, *x.shape[1:]), x.dtype)])
         return [o[:n] for o in self._session.run(None, {self.model.input_name: x})]
+
+
+ENGINES.register(OnnxEngineConfig, OnnxEngine)

@@ -12,19 +12,38 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from common.config import TensorFlowEngineConfig
-from detector.engines import DeviceBatch, EngineError, Image
-from detector.model import ModelSpec
+from common.plugins import ENGINES
+from common.settings import EngineSettings
+from detector.engines.base import EngineError
 from detector.yolo.postprocess import OutputLayout
 
+if TYPE_CHECKING:
+    from detector.model import ModelSpec
+
 log = logging.getLogger(__name__)
+
+
+class TensorFlowEngineConfig(EngineSettings):
+    """Keras 3 on TensorFlow; GPU settings are applied before TensorFlow touches a GPU."""
+
+    kind: Literal["tensorflow"] = "tensorflow"
+    needs: ClassVar[tuple[str, ...]] = ("tensorflow", "keras", "h5py")
+    gpu: int | Literal["auto"] | None = Field(
+        "auto", description="GPU index to pin to; None: CPU only; auto: TensorFlow's choice (the first GPU)."
+    )
+    memory_fraction: float = Field(
+        1.0, gt=0, le=1, description="Share of the GPU's memory this process may use (a TensorFlow memory limit)."
+    )
+    allow_growth: bool = Field(True, description="Take GPU memory as needed instead of the whole share at start.")
+    hush: bool = Field(True, description="Silence TensorFlow's and absl's start-up logging.")
 
 
 @dataclass(frozen=True)
@@ -114,9 +133,8 @@ def _quiet_native_stderr(hush: bool) -> Iterator[None]:
 class TensorFlowEngine:
     name = "tensorflow"
     output_layout: OutputLayout = "yolov3"
-    loads_images = False  # frames are decoded and letterboxed on the CPU, by the pipeline
 
-    def __init__(self, cfg: TensorFlowEngineConfig, spec: ModelSpec) -> None:
+    def __init__(self, cfg: TensorFlowEngineConfig, spec: ModelSpec, max_batch: int | None = None) -> None:
         # Growth under a memory limit is an allocator setting read when the GPU initialises: set it first.
         if cfg.allow_growth and cfg.memory_fraction < 1.0 and cfg.gpu is not None:
             os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
@@ -162,11 +180,9 @@ class TensorFlowEngine:
             f" (limit {plan.memory_limit_mb} MB)" if plan.memory_limit_mb else "",
         )
 
-    def load(self, images: Sequence[Image]) -> DeviceBatch:
-        raise EngineError("the tensorflow engine takes letterboxed arrays; the pipeline decodes on the CPU")
-
-    def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
-        if isinstance(batch, DeviceBatch):
-            raise EngineError("the tensorflow engine does not load images on its device")
+    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
         outputs = self._infer[batch.dtype](self._tf.constant(batch))
         return [o.numpy() for o in outputs]
+
+
+ENGINES.register(TensorFlowEngineConfig, TensorFlowEngine)

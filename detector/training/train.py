@@ -1,6 +1,6 @@
 """Train the bundled demo model: tiny YOLOv3 at a reduced width on the synthetic source's frames.
 
-    python -m detector.yolo.train --out detector/models/shapes
+    python -m detector.training.train --out detector/models/shapes
 
 Keras 3 on TensorFlow, keras-yolo3's loss (``yolo_loss``: BCE on xy, squared error on log wh scaled by
 2 - w*h, objectness BCE with predictions that already overlap a box by IoU >= 0.5 left out, class BCE) and its
@@ -25,10 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from common.config import SyntheticSourceConfig
-from detector.yolo.evaluate import Labelled, mark_occluded, mean_average_precision
+from common.scenes import DISTRACTOR_LABEL, SHAPE_LABELS, Scene
+from detector.training.evaluate import Labelled, mark_occluded, mean_average_precision
 from detector.yolo.postprocess import ANCHOR_MASKS, letterbox_geometry, letterbox_into
-from ingest.sources import DISTRACTOR_LABEL, SHAPE_LABELS, SyntheticSource
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,9 @@ def render(seed: int, count: int, size: int) -> tuple[np.ndarray, list[list[Labe
     sizes: list[tuple[int, int]] = []
     for i in range(count):
         width, height = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
-        source = SyntheticSource(
-            SyntheticSourceConfig(
-                seed=int(rng.integers(2**31 - 1)), width=width, height=height,
-                shapes=int(rng.integers(1, 5)), distractors=int(rng.integers(0, 3)),
-            )
+        source = Scene(
+            seed=int(rng.integers(2**31 - 1)), width=width, height=height,
+            shapes=int(rng.integers(1, 5)), distractors=int(rng.integers(0, 3)),
         )  # fmt: skip
         index = int(rng.integers(0, 500))
         bgr = source.render(index)
@@ -241,8 +238,8 @@ def write_card(out: Path, card: dict[str, Any]) -> dict[str, Any]:
     )
     (out / "MODEL_CARD.md").write_text(f"""# Demo model: shapes (tiny YOLOv3, width {card["width"]})
 
-Trained by this project, from scratch, with `python -m detector.yolo.train --out {out.name} --seed {card["seed"]}`
-(`detector/yolo/train.py`): {card["frames"]} frames of the synthetic source (320x240, 320x180 and 256x256; 1-4
+Trained by this project, from scratch, with `python -m detector.training.train --out {out.name} --seed {card["seed"]}`
+(`detector/training/train.py`): {card["frames"]} frames of the synthetic source (320x240, 320x180 and 256x256; 1-4
 shapes and 0-2 plus-sign distractors each, random colours, sizes and positions), letterboxed to {card["input_size"]}
 px; {card["epochs"]} epochs of batch {card["batch"]}, Adam with a cosine-decayed learning rate from 1e-3, mirrored
 batches, keras-yolo3's loss and target assignment; anchors by k-means on the training boxes. {card["parameters"]:,}
@@ -283,8 +280,10 @@ def save_tyoy(model: Any, anchors: np.ndarray, out: Path) -> None:
 
 def evaluate(folder: Path, seed: int, count: int, size: int, engine: str = "tensorflow") -> dict[str, Any]:
     """mAP@0.5 of the model in ``folder`` on ``count`` frames that training never saw, through an engine."""
-    from common.config import ModelConfig, TensorFlowEngineConfig, TorchEngineConfig
+    from common.config import ModelConfig
     from detector.engines import create_engine
+    from detector.engines.tensorflow import TensorFlowEngineConfig
+    from detector.engines.torch import TorchEngineConfig
     from detector.model import ModelSpec
     from detector.yolo.postprocess import decode
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from common.config import AlertRuleConfig, AlertSinkConfig
 from common.keys import matches
 from common.wire import Alert, Detection, Result
+from sink.alerts import AlertRuleConfig, AlertSinkConfig
 
 Point = tuple[float, float]
 

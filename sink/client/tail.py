@@ -18,16 +18,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.text import Text
 
-from common.config import ConfigError, RedisConfig, StreamsConfig, load_config
+from common.config import ConfigError, StreamsConfig, load_config
 from common.embedded import answers, default_socket_path
-from common.redis_io import connect
+from common.redis_io import RedisIOError, connect, ping
+from common.redis_io.settings import RedisConfig
 from common.service import EXIT_CONFIG
 from common.wire import Result
-from sink.subscribe import subscribe
+from sink.client.subscribe import subscribe
 
 _LABEL_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 
@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        client.ping()  # a wrong URL fails here, at once, rather than being retried forever while tailing
+        ping(client)  # a wrong URL fails here, at once, rather than being retried forever while tailing
         results = subscribe(client, prefix, args.streams, from_start=args.from_start, stop=stop)
         _print(results if args.count is None else itertools.islice(results, args.count), args.json)
-    except RedisError as exc:
+    except RedisIOError as exc:
         print(f"cannot read from Redis ({exc}): check --redis-url, REDIS_URL or redis.url", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -11,12 +11,23 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-from common.config import JsonlSinkConfig
+from pydantic import Field
+
+from common.plugins import STORES
+from common.settings import ConfigPath, StoreSettings
 from common.wire import Result
-from sink.store import StoreError
+from sink.stores.base import StoreError
 
 log = logging.getLogger(__name__)
+
+
+class JsonlSinkConfig(StoreSettings):
+    """Results appended to a file, one JSON object a line."""
+
+    kind: Literal["jsonl"] = "jsonl"
+    path: ConfigPath = Field(description="File the results are appended to, one JSON object a line.")
 
 
 class JsonlStore:
@@ -78,3 +89,6 @@ class JsonlStore:
                 f"{self.path}:{number}: not a result line ({exc!r}); this file is not a streamyolo JSONL store, or was "
                 f"edited: fix or remove the line, or point the sink at another path"
             ) from None
+
+
+STORES.register(JsonlSinkConfig, JsonlStore)

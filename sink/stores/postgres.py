@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field
 
-from common.config import PostgresSinkConfig
+from common.plugins import STORES
 from common.redact import redact_text
+from common.settings import StoreSettings
 from common.wire import Result
-from sink.sql import (
+from sink.stores.base import StoreError
+from sink.stores.sql import (
     DETECTION_COLUMNS,
     LATEST,
     RESULT_COLUMNS,
@@ -29,7 +32,6 @@ from sink.sql import (
     pending_migrations,
     result_row,
 )
-from sink.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,17 @@ _INSERT_DETECTION = insert_sql("detections", DETECTION_COLUMNS, "%s")
 _HAS_VERSIONS = "SELECT 1 WHERE to_regclass('streamyolo_schema') IS NOT NULL"
 _MIGRATION_LOCK = 0x73747265616D796F
 """Advisory lock key ("streamyo") shared by every streamyolo migration in a database; migrations are rare and short."""
+
+
+class PostgresSinkConfig(StoreSettings):
+    """Results and their detections in PostgreSQL (psycopg 3), schema created or migrated at start."""
+
+    kind: Literal["postgres"] = "postgres"
+    url: str = Field(
+        description="postgresql:// URL (libpq's other settings, such as PGPASSWORD, apply too).",
+        pattern=r"^postgres(ql)?://",
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, le=300, description="Timeout of one connection attempt.")
 
 
 def _describe(url: str, schema: str | None) -> str:
@@ -180,3 +193,6 @@ class PostgresStore(DetectionQueries):
             stored = cursor.rowcount
             cursor.executemany(_INSERT_DETECTION, detections)
         return stored
+
+
+STORES.register(PostgresSinkConfig, PostgresStore)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from common.wire import Box, Result
-from sink.store import StoreError
+from sink.stores.base import StoreError
 
 Placeholder = Literal["?", "%s"]
 

@@ -9,11 +9,15 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from common.config import SqliteSinkConfig
+from pydantic import Field
+
+from common.plugins import STORES
+from common.settings import ConfigPath, StoreSettings
 from common.wire import Result
-from sink.sql import (
+from sink.stores.base import StoreError
+from sink.stores.sql import (
     DETECTION_COLUMNS,
     LATEST,
     RESULT_COLUMNS,
@@ -23,10 +27,17 @@ from sink.sql import (
     pending_migrations,
     result_row,
 )
-from sink.store import StoreError
 
 _INSERT_RESULT = insert_sql("results", RESULT_COLUMNS, "?")
 _INSERT_DETECTION = insert_sql("detections", DETECTION_COLUMNS, "?")
+
+
+class SqliteSinkConfig(StoreSettings):
+    """Results and their detections in an SQLite database (WAL), created or migrated at start."""
+
+    kind: Literal["sqlite"] = "sqlite"
+    path: ConfigPath = Field(description="Database file; created with its folder if missing.")
+    busy_timeout_s: float = Field(10.0, gt=0, le=600, description="Wait this long for another writer's lock.")
 
 
 class SqliteStore(DetectionQueries):
@@ -124,3 +135,6 @@ class SqliteStore(DetectionQueries):
                 self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+STORES.register(SqliteSinkConfig, SqliteStore)

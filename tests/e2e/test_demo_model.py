@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.embedded import EmbeddedServer
-from detector.yolo.evaluate import Labelled, mark_occluded, precision_recall
+from detector.training.evaluate import Labelled, mark_occluded, precision_recall
 from tests.conftest import ROOT
 from tests.e2e.test_stack import finish, results, service
 

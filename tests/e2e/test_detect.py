@@ -35,7 +35,7 @@ VIDEO_FRAMES = 4
 
 def streamyolo(*argv: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "common.launcher", *argv]
+    command = [sys.executable, "-m", "common.stack.launcher", *argv]
     return subprocess.run(command, cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=timeout, check=False)  # fmt: skip
 

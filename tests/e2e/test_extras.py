@@ -162,8 +162,7 @@ def test_pip_install_of_the_torch_extra_alone_runs_a_trainyourownyolo_folder(tmp
     import cv2
     import torch
 
-    from common.config import SyntheticSourceConfig
-    from ingest.sources import SyntheticSource
+    from ingest.sources.synthetic import SyntheticSource, SyntheticSourceConfig
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

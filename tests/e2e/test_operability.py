@@ -49,12 +49,12 @@ def test_metrics_status_and_json_logs_of_a_running_stack(tmp_path: Path) -> None
         wait_for("results", lambda: results.exists() and len(results.read_text().splitlines()) > 20, 120)
         scraped = {name: scrape(port) for name, port in ports.items()}
         status = subprocess.run(
-            [sys.executable, "-m", "common.status", "--config", str(config), "--once", "--interval", "1.5"],
+            [sys.executable, "-m", "common.stack.status", "--config", str(config), "--once", "--interval", "1.5"],
             cwd=ROOT, env={**os.environ, "REDIS_URL": server.url, "COLUMNS": "200"}, capture_output=True, check=False,
             text=True, timeout=60,
         )  # fmt: skip
         live = subprocess.Popen(
-            [sys.executable, "-m", "common.status", "--config", str(config), "--interval", "0.5"], cwd=ROOT,
+            [sys.executable, "-m", "common.stack.status", "--config", str(config), "--interval", "0.5"], cwd=ROOT,
             env={**os.environ, "REDIS_URL": server.url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(3)

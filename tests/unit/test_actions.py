@@ -16,16 +16,12 @@ import cv2
 import numpy as np
 import pytest
 
-from common.config import LogActionConfig, MqttActionConfig, SnapshotActionConfig, WebhookActionConfig
 from common.wire import Alert, Detection, Frame
-from sink.actions import (
-    DeliveryError,
-    LogAction,
-    MqttAction,
-    SnapshotAction,
-    WebhookAction,
-    create_action,
-)
+from sink.alerts.actions import DeliveryError, create_action
+from sink.alerts.actions.log import LogAction, LogActionConfig
+from sink.alerts.actions.mqtt import MqttAction, MqttActionConfig
+from sink.alerts.actions.snapshot import SnapshotAction, SnapshotActionConfig
+from sink.alerts.actions.webhook import WebhookAction, WebhookActionConfig
 from sink.draw import BOX_COLOUR
 from tests.conftest import free_port
 

@@ -150,7 +150,7 @@ def test_check_config_exits_2_with_one_line_per_error_and_0_when_valid(service: 
     assert "OK" in good.stdout
 
 
-@pytest.mark.parametrize("service", ["ingest", "detector", "sink", "common.launcher"])
+@pytest.mark.parametrize("service", ["ingest", "detector", "sink", "common.stack.launcher"])
 def test_every_service_has_help(service: str) -> None:
     run = subprocess.run(
         [sys.executable, "-m", service, "--help"],
@@ -229,7 +229,7 @@ def test_config_errors_never_show_a_password_or_a_header() -> None:
 
 
 def test_the_launcher_spreads_a_pools_replicas_over_its_gpus_and_gpus_need_an_engine_on_a_gpu() -> None:
-    from common.launcher import commands, environments
+    from common.stack.launcher import commands, environments
 
     cfg = parse_config(
         "detector: {pools: [{name: main, model: {classes: [a]}, replicas: 3, gpus: [0, 1]},"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.yolo.evaluate import Labelled
-from detector.yolo.train import CLASSES, targets, to_input
+from detector.training.evaluate import Labelled
+from detector.training.train import CLASSES, targets, to_input
 from detector.yolo.weights import inspect_weights
 from tests.conftest import ROOT
 
@@ -29,7 +29,7 @@ def test_the_bundled_model_is_small_and_in_tyoy_format() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch (the torch extra)")
 def test_held_out_map_is_at_least_0_9_on_tensorflow_and_torch_is_within_0_01() -> None:
-    from detector.yolo.train import evaluate
+    from detector.training.train import evaluate
 
     card = json.loads((MODEL / "metrics.json").read_text())
     tf_map = evaluate(MODEL, card["eval_seed"], card["eval_frames"], card["input_size"])["tensorflow_ap50"]["mAP"]
@@ -61,8 +61,8 @@ def test_truth_goes_to_letterboxed_input_pixels_without_the_difficult_boxes() ->
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="reads the weights with the torch reader")
 def test_training_is_deterministic_from_its_seed(tmp_path: Path) -> None:
+    from detector.training.train import train
     from detector.yolo.torch_model import conv_plan, read_h5
-    from detector.yolo.train import train
 
     runs = []
     for run in ("a", "b"):
@@ -75,7 +75,7 @@ def test_training_is_deterministic_from_its_seed(tmp_path: Path) -> None:
 
 
 def test_a_mirrored_batch_moves_targets_with_the_pixels_and_mirroring_twice_is_the_identity() -> None:
-    from detector.yolo.train import mirror
+    from detector.training.train import mirror
 
     anchors = np.array([[4, 4], [8, 8], [16, 16], [32, 32], [64, 64], [128, 128]], np.float32)
     boxes = np.array([[[10, 40, 42, 72, 0], [0, 0, 0, 0, 0]]], np.float32)  # one box and a padding row

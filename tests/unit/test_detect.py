@@ -46,10 +46,10 @@ def test_annotated_files_keep_their_subfolder_under_the_output_with_the_postfix(
 
 
 def test_detect_is_a_command_the_launcher_finds_registered_without_importing_it() -> None:
-    from common.launcher import subcommand
+    from common.stack.launcher import subcommand
     from detector.detect import main
 
     assert subcommand("detect") is main
     assert subcommand("no-such-command") is None
-    launcher = (Path(__file__).parents[2] / "common" / "launcher.py").read_text()
+    launcher = (Path(__file__).parents[2] / "common" / "stack" / "launcher.py").read_text()
     assert "import detector" not in launcher and "from detector" not in launcher  # common stays below detector

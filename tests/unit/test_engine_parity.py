@@ -13,8 +13,10 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from common.config import ModelConfig, TensorFlowEngineConfig, TorchEngineConfig
+from common.config import ModelConfig
 from detector.engines import create_engine
+from detector.engines.tensorflow import TensorFlowEngineConfig
+from detector.engines.torch import TorchEngineConfig
 from detector.model import ModelSpec
 from detector.yolo.postprocess import Detections, decode, letterbox
 

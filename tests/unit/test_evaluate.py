@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from detector.yolo.evaluate import Labelled, average_precision, mark_occluded, mean_average_precision, precision_recall
+from detector.training.evaluate import (
+    Labelled,
+    average_precision,
+    mark_occluded,
+    mean_average_precision,
+    precision_recall,
+)
 
 A = Labelled("a", (0, 0, 10, 10))
 B = Labelled("a", (20, 0, 30, 10))

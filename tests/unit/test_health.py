@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from common.health import main
 from common.service import Heartbeat
+from common.stack.health import main
 
 
 def test_a_fresh_heartbeat_is_healthy_a_stale_or_missing_one_is_not(

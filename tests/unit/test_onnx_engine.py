@@ -15,10 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from common.config import ConfigError, ModelConfig, OnnxEngineConfig, PoolConfig, TorchEngineConfig, parse_config
+from common.config import ConfigError, ModelConfig, PoolConfig, parse_config
 from common.redis_io import Entry
 from common.wire import Frame, Result, encode
 from detector.engines import EngineError, create_engine
+from detector.engines.onnx import OnnxEngineConfig
+from detector.engines.torch import TorchEngineConfig
 from detector.model import ModelSpec
 from detector.pipeline import Pipeline
 from detector.yolo.files import ModelFileError

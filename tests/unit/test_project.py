@@ -27,8 +27,9 @@ def test_the_base_install_never_pulls_a_framework() -> None:
 
 def test_ingest_sinks_and_the_detector_loop_never_import_a_framework() -> None:
     code = (
-        "import sys, ingest.worker, ingest.__main__, sink.worker, sink.__main__, detector.worker, "
-        "detector.pipeline, detector.__main__, common.launcher\n"
+        "import sys, ingest.worker, ingest.__main__, sink.runner, sink.stores._runner, sink.alerts.runner, "
+        "sink.__main__, detector.worker, "
+        "detector.pipeline, detector.__main__, common.stack.launcher\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'onnxruntime') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from common.config import AlertSinkConfig
 from common.wire import Alert, Detection, Result, Timings
-from sink.rules import RuleBook, inside
+from sink.alerts import AlertSinkConfig
+from sink.alerts.rules import RuleBook, inside
 
 T0 = 1_700_000_000.0
 WIDTH, HEIGHT = 200, 100

@@ -7,7 +7,9 @@ import sys
 import textwrap
 import time
 
-from common.service import Bounds, Shutdown, choose
+import pytest
+
+from common.service import Bounds, Shutdown, UsageError, choose
 from tests.conftest import ROOT
 
 
@@ -27,11 +29,16 @@ def test_bounds_stop_on_count_duration_and_idleness() -> None:
 
 
 def test_choose_picks_the_only_one_or_the_named_one() -> None:
-    assert choose(["a"], None, "sinks", "--sink") == ("a", [])
-    assert choose(["a", "b"], "b", "sinks", "--sink") == ("b", [])
-    assert choose(["a", "b"], None, "sinks", "--sink")[1] == ["sinks has several (a, b): choose one with --sink"]
-    assert choose(["a"], "z", "sinks", "--sink")[1] == ["--sink z: not in sinks (a)"]
-    assert choose([], None, "sinks", "--sink")[1] == ["sinks is empty: configure at least one"]
+    assert choose(["a"], None, "sinks", "--sink") == "a"
+    assert choose(["a", "b"], "b", "sinks", "--sink") == "b"
+    for names, chosen, problem in (
+        (["a", "b"], None, "sinks has several (a, b): choose one with --sink"),
+        (["a"], "z", "--sink z: not in sinks (a)"),
+        ([], None, "sinks is empty: configure at least one"),
+    ):
+        with pytest.raises(UsageError) as refused:
+            choose(names, chosen, "sinks", "--sink")
+        assert refused.value.problems == [problem]
 
 
 def test_shutdown_request_is_seen_by_waiters() -> None:

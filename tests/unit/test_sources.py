@@ -6,16 +6,15 @@ import cv2
 import numpy as np
 import pytest
 
-from common.config import (
-    CameraConfig,
-    FileSourceConfig,
-    ImagesSourceConfig,
-    RtspSourceConfig,
-    SyntheticSourceConfig,
-    WebcamSourceConfig,
-)
+from common.config import CameraConfig
+from common.redact import redact as _redact
 from ingest.prepare import EncodeError, make_frame, resize_to_max_side
-from ingest.sources import FrameError, SourceError, SyntheticSource, _redact, open_source
+from ingest.sources import FrameError, SourceError, open_source
+from ingest.sources.file import FileSourceConfig
+from ingest.sources.images import ImagesSourceConfig
+from ingest.sources.rtsp import RtspSourceConfig
+from ingest.sources.synthetic import SyntheticSource, SyntheticSourceConfig
+from ingest.sources.webcam import WebcamSourceConfig
 
 
 def synthetic(**kw: object) -> SyntheticSource:

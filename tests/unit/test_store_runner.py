@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from common.config import StackConfig
 from common.service import Bounds, Context, Shutdown
 from common.wire import Result
-from sink.worker import write
+from sink.runner import SinkOptions
+from sink.stores._runner import write
 
 
 class FlakyStore:
@@ -32,8 +33,8 @@ class FlakyStore:
         pass
 
 
-def context() -> Context:
-    return Context(StackConfig(), argparse.Namespace(), "redis://unused", Shutdown(), Bounds())
+def context() -> Context[SinkOptions]:
+    return Context(StackConfig(), SinkOptions("s", "c"), Path("stack.yaml"), "redis://unused", Shutdown(), Bounds())
 
 
 def test_a_failing_store_is_retried_until_it_stores(caplog: pytest.LogCaptureFixture) -> None:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from common.config import JsonlSinkConfig, PostgresSinkConfig, SqliteSinkConfig
 from common.wire import Detection, Result, Timings
-from sink.jsonl import JsonlStore
-from sink.sql import LATEST, TIMING_COLUMNS, StoredDetection
-from sink.sqlite import SqliteStore
-from sink.store import StoreError, create_store
+from sink.stores import StoreError, create_store
+from sink.stores.jsonl import JsonlSinkConfig, JsonlStore
+from sink.stores.postgres import PostgresSinkConfig
+from sink.stores.sql import LATEST, TIMING_COLUMNS, StoredDetection
+from sink.stores.sqlite import SqliteSinkConfig, SqliteStore
 
 T0 = 1_700_000_000.0
 

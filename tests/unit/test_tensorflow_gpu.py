@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from common.config import TensorFlowEngineConfig
 from detector.engines import EngineError
-from detector.engines.tensorflow import GpuPlan, apply_gpu, gpu_total_mb, plan_gpu
+from detector.engines.tensorflow import GpuPlan, TensorFlowEngineConfig, apply_gpu, gpu_total_mb, plan_gpu
 
 
 class Recorder:

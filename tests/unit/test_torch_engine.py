@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.config import ModelConfig, TorchEngineConfig
+from common.config import ModelConfig
 from detector.engines import EngineError
+from detector.engines.torch import TorchEngineConfig
 from detector.model import ModelSpec
 from detector.yolo.postprocess import letterbox_into
 

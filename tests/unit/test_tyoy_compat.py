@@ -28,9 +28,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from common.config import ModelConfig, TensorFlowEngineConfig, TorchEngineConfig
+from common.config import ModelConfig
 from detector import YOLO
 from detector.engines import create_engine
+from detector.engines.tensorflow import TensorFlowEngineConfig
+from detector.engines.torch import TorchEngineConfig
 from detector.model import ModelSpec
 
 pytestmark = [

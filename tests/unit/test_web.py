@@ -3,10 +3,9 @@ answers (unknown streams, refused names), and frames drawn with their boxes (rea
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import textwrap
+from pathlib import Path
 
 import cv2
 import fakeredis
@@ -14,14 +13,18 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from common.config import ConfigError, WebSinkConfig, parse_config
+import sink.web
+from common.config import ConfigError, parse_config
 from common.keys import Keys
+from common.redis_io import frame_reader
 from common.wire import FIELD, Detection, Frame, Result, Timings, encode
-from sink.alerting import frame_fetcher
 from sink.draw import BOX_COLOUR
-from sink.web import View, create_app
+from sink.web import WebSinkConfig
+from sink.web.app import create_app
+from sink.web.view import View
 
 PREFIX = "webt"
+STATIC = Path(sink.web.__file__).with_name("static")
 T0 = 1_700_000_000.0
 
 
@@ -127,7 +130,7 @@ def fake() -> fakeredis.FakeRedis:
 
 
 def app_with(fake: fakeredis.FakeRedis, view: View) -> TestClient:
-    return TestClient(create_app(view, frame_fetcher(fake, Keys(PREFIX)), jpeg_quality=95))
+    return TestClient(create_app(view, frame_reader(fake, Keys(PREFIX)), jpeg_quality=95))
 
 
 def push_frame(fake: fakeredis.FakeRedis, stream: str = "cam1") -> str:
@@ -209,21 +212,42 @@ def test_unknown_streams_are_404_and_names_that_are_not_stream_names_are_refused
     assert all(stream == "cam1" for stream, _ in calls)
 
 
-def test_the_page_allows_only_its_own_inline_script_and_style(fake: fakeredis.FakeRedis) -> None:
+def test_the_page_and_its_files_come_from_the_package_and_run_nothing_inline(fake: fakeredis.FakeRedis) -> None:
     with app_with(fake, View(window_s=10, history=50)) as http:
         page = http.get("/")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        files = {name: http.get(f"/static/{name}") for name in ("index.html", "view.css", "view.js")}
+        missing = [http.get(f"/static/{name}").status_code for name in ("nope.js", "..%2Fapp.py", "__init__.py")]
+    assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+    assert page.headers["cache-control"] == "no-store" and page.headers["x-content-type-options"] == "nosniff"
     for anchor in ('id="streams"', 'id="frame"', 'id="fps"', 'id="latency-p99"', 'id="detections-body"'):
         assert anchor in page.text
-    assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere (no CDN)
-    csp = page.headers["content-security-policy"]
-    for tag, directive in (("script", "script-src"), ("style", "style-src")):
-        body = re.search(rf"<{tag}>(.*)</{tag}>", page.text, re.S)
-        assert body is not None
-        digest = base64.b64encode(hashlib.sha256(body.group(1).encode()).digest()).decode()
-        assert f"{directive} 'sha256-{digest}'" in csp, f"the page's {tag} would be blocked by its own policy"
-    assert "default-src 'none'" in csp and "unsafe-inline" not in csp
-    assert ".textContent" in page.text and ".innerHTML" not in page.text  # labels and names are never markup
+    assert page.content == (STATIC / "index.html").read_bytes()
+    for name, media in (("view.css", "text/css"), ("view.js", "text/javascript")):
+        served = files[name]
+        assert served.status_code == 200 and served.headers["content-type"] == f"{media}; charset=utf-8"
+        assert served.headers["cache-control"] == "no-store" and served.headers["x-content-type-options"] == "nosniff"
+        assert served.content == (STATIC / name).read_bytes()
+    assert missing == [404, 404, 404]
+    # Nothing inline: the page links its stylesheet and script, and has no style or event attributes.
+    assert '<link rel="stylesheet" href="/static/view.css">' in page.text
+    assert '<script src="/static/view.js"></script>' in page.text
+    assert not re.search(r"<style|<script>|\sstyle=|\son[a-z]+=|javascript:", page.text, re.I)
+    assert not any(url in text for text in (page.text, files["view.js"].text) for url in ("http://", "https://"))
+    csp = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'none'" and csp["script-src"] == "'self'" and csp["style-src"] == "'self'"
+    assert csp["require-trusted-types-for"] == "'script'" and csp["trusted-types"] == "'none'"
+    assert "unsafe" not in page.headers["content-security-policy"]  # no unsafe-inline, no unsafe-eval
+    script = files["view.js"].text
+    assert ".textContent" in script and ".innerHTML" not in script  # labels and names are never markup
+
+
+def test_errors_are_plain_text_never_stored_nor_sniffed(fake: fakeredis.FakeRedis) -> None:
+    with app_with(fake, View(window_s=10, history=50)) as http:
+        for path, code in (("/api/streams/a:b/detections", 400), ("/api/streams/cam9/frame.jpg", 404), ("/x", 404)):
+            response = http.get(path)
+            assert response.status_code == code and response.headers["content-type"].startswith("text/plain")
+            assert response.headers["cache-control"] == "no-store"
+            assert response.headers["x-content-type-options"] == "nosniff"
 
 
 # ---------------------------------------------------------------------------------------------------- config

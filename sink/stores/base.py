@@ -1,0 +1,20 @@
+"""What every store shares: the interface the store runner drives, and its error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from common.wire import Result
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be opened or written: the message says what, where, and how to fix it."""
+
+
+class Store(Protocol):
+    def write(self, results: Sequence[Result]) -> int:
+        """Store the results durably; returns how many were not stored before."""
+
+    def close(self) -> None:
+        """Release the file or connection."""
