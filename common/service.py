@@ -24,6 +24,7 @@ from common.embedded import redis_url
 from common.redact import redact
 from common.redis_io import Denied, RedisIOError, connect, ping
 from common.redis_io.settings import RedisConfig
+from common.workers import Worker
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Shutdown:
             self._exit(signum)
         log.info("%s: draining (at most %.0f s; send it again to exit now)", name, self.drain_s)
         self.request()
-        threading.Thread(target=self._deadline, args=(signum,), daemon=True).start()
+        Worker("drain-deadline", lambda: self._deadline(signum)).start()
 
     def _deadline(self, signum: int) -> None:
         time.sleep(self.drain_s)

@@ -3,15 +3,16 @@ hash in Redis, so that ``python -m common.stack.status`` can show the replicas w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from common import metrics
 from common.redis_io import Client, RedisIOError, delete_field, set_field
+from common.workers import Worker, WorkerError
 from detector.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,10 @@ class Beacon:
 
     def __init__(self, client: Client, key: str, member: str, info: Callable[[], dict[str, Any]]) -> None:
         self.client, self.key, self.member, self.info = client, key, member, info
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="beacon", daemon=True)
+        self._worker = Worker("beacon", self._run)
 
     def start(self) -> Beacon:
-        self._thread.start()
+        self._worker.start()
         return self
 
     def _run(self) -> None:
@@ -47,13 +47,14 @@ class Beacon:
                 set_field(self.client, self.key, self.member, json.dumps({**self.info(), "ts": time.time()}))
             except RedisIOError as exc:
                 log.debug("beacon skipped: %s", exc)
-            if self._stop.wait(EVERY_S):
+            if self._worker.stopping.wait(EVERY_S):
                 return
 
     def close(self) -> None:
         """Stop, and take this replica off the hash (a clean stop is not a dead replica)."""
-        self._stop.set()
-        self._thread.join(5.0)
+        self._worker.stop()
+        with contextlib.suppress(WorkerError):  # logged when it failed; what matters now is leaving the hash
+            self._worker.join(5.0)
         try:
             delete_field(self.client, self.key, self.member)
         except RedisIOError as exc:

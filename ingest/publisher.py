@@ -14,9 +14,11 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from common.backoff import Backoff
 from common.keys import Keys
 from common.redis_io import Client, RedisIOError, Unavailable, add_entries, newest_payloads
 from common.wire import Frame, WireError, decode, encode
+from common.workers import Worker
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class Publisher:
     """A batch whose send failed after it may have reached Redis (a timeout, a connection lost before the reply):
     whether its frames were published is read back from the streams before anything else is sent."""
     _abandoned: bool = False
-    _thread: threading.Thread | None = None
+    _worker: Worker | None = None
     _last_warning: float = 0.0
 
     def counter(self, stream: str) -> StreamCounters:
@@ -66,8 +68,8 @@ class Publisher:
             return self.counters.setdefault(stream, StreamCounters())
 
     def start(self) -> Publisher:
-        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
-        self._thread.start()
+        self._worker = Worker("publisher", self._run)
+        self._worker.start()
         return self
 
     def submit(self, frame: Frame, maxlen: int) -> None:
@@ -87,6 +89,12 @@ class Publisher:
                 self.counters[old.stream].dropped += 1
                 return
 
+    def check(self) -> None:
+        """Raise :class:`common.workers.WorkerError` if the publishing thread died (a bug): the process must stop
+        rather than go on queueing frames nobody sends."""
+        if self._worker is not None:
+            self._worker.check()
+
     def queued(self, stream: str) -> int:
         """Frames of a stream handed over and not yet counted as published or dropped."""
         with self._cond:
@@ -97,8 +105,13 @@ class Publisher:
         with self._cond:
             self._closing = True
             self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        try:
+            if self._worker is not None:
+                self._worker.join(timeout)  # raises if the thread died: its error reaches the ingest process
+        finally:
+            self._abandon()
+
+    def _abandon(self) -> None:
         with self._cond:
             # A send still under way past the deadline is given up: its frames count as dropped, once.
             self._abandoned = True
@@ -108,7 +121,7 @@ class Publisher:
             self._in_flight = []
 
     def _run(self) -> None:
-        backoff = 0.0
+        backoff = Backoff(0.1, 2.0, jitter=0.0)
         while True:
             with self._cond:
                 while not self._queue and not self._unsure and not self._closing:
@@ -119,12 +132,12 @@ class Publisher:
                 batch = [self._queue.popleft() for _ in range(min(self.pipeline, len(self._queue)))]
                 self._in_flight = [*self._in_flight, *batch]
             if self._send(batch):
-                backoff = 0.0
+                backoff.reset()
             else:
-                backoff = min(max(backoff * 2, 0.1), 2.0)
+                delay = backoff.next_delay()
                 with self._cond:
                     if not self._closing:  # closing: no back-off, so close() gets through what is queued
-                        self._cond.wait(backoff)
+                        self._cond.wait(delay)
         if self._unsure:
             try:
                 self._resolve()

@@ -117,6 +117,7 @@ def run(ctx: Context[IngestOptions]) -> int:
     progress = FileProgress(publisher) if wanted else None
     next_stats = time.monotonic() + cfg.ingest.stats_interval_s
     while (why := ctx.stop_reason()) is None and fleet.active():
+        publisher.check()
         if reload.is_set():
             reload.clear()
             _reload(ctx, fleet)

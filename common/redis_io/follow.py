@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from common.backoff import Backoff
 from common.redis_io.connection import Client
 from common.redis_io.errors import Unavailable, translated
 from common.redis_io.streams import newest, reply_entries, stream_keys
@@ -45,7 +46,7 @@ def follow(
     """Key -> id of the last entry read (XREAD returns what follows it)."""
     first_scan = True
     next_scan = 0.0
-    backoff_s = 0.0
+    backoff = Backoff(0.1, 5.0, jitter=0.0)
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
@@ -74,11 +75,11 @@ def follow(
                     continue
                 reply: Any = client.xread(positions, count=BATCH, block=block_ms)  # type: ignore[arg-type]
         except Unavailable as exc:
-            backoff_s = min(max(backoff_s * 2, 0.1), 5.0)
-            log.warning("redis unavailable (%s); retrying in %.1f s", exc, backoff_s)
-            pause(backoff_s)
+            delay = backoff.next_delay()
+            log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
+            pause(delay)
             continue
-        backoff_s = 0.0
+        backoff.reset()
         for key, entry_id, payload, _ in reply_entries(reply, payload_field):
             positions[key] = entry_id
             if stopped():

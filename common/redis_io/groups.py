@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from redis.exceptions import OutOfMemoryError, ResponseError
 
+from common.backoff import Backoff
 from common.keys import Keys
 from common.metrics import DEAD
 from common.redis_io.connection import TRANSIENT_ERRORS, Client
@@ -100,7 +101,8 @@ class GroupReader:
     """Keys whose own pending entries are still to re-read, with the id read up to."""
     _next_scan: float = 0.0
     _next_claim: float = 0.0
-    _backoff_s: float = 0.0
+    _read_backoff: Backoff = field(default_factory=lambda: Backoff(0.1, 1.0, jitter=0.0))
+    """Cheap to retry a read: back soon after a restart."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _handed: set[tuple[str, str]] = field(default_factory=set)
     """(key, id) of the entries :meth:`read` returned and nobody acked or dead-lettered yet: the work in hand. Any
@@ -142,11 +144,11 @@ class GroupReader:
             return []
         except _RETRIED as exc:
             self.stats.redis_errors += 1
-            self._backoff_s = min(max(self._backoff_s * 2, 0.1), 1.0)  # cheap to retry: back soon after a restart
-            log.warning("redis unavailable (%s); retrying in %.1f s", exc, self._backoff_s)
-            time.sleep(self._backoff_s)
+            delay = self._read_backoff.next_delay()
+            log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
+            time.sleep(delay)
             return []
-        self._backoff_s = 0.0
+        self._read_backoff.reset()
         kept = self._screen(entries)
         with self._handed_lock:
             self._handed.update((e.key, e.id) for e in kept)
@@ -352,9 +354,10 @@ class GroupReader:
         none of them pending any more means it was, and it is not sent again (which would publish twice). Its
         replies are then unknown: an empty list is returned.
         """
-        delay = 0.1
+        backoff = Backoff(0.1, 1.0, jitter=0.0)
         failed = False
         while True:
+            delay = backoff.next_delay()
             pipe = self.client.pipeline(transaction=transaction)
             build(pipe)
             try:
@@ -375,7 +378,6 @@ class GroupReader:
                     str(exc).rsplit("caused error: ", 1)[-1][:200], delay,
                 )  # fmt: skip
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     def _ran(self, entries: Sequence[Entry]) -> bool:
         """Whether a transaction that acks ``entries`` was executed: one of them is still in its stream but no longer

@@ -33,7 +33,8 @@ class Delivery:
         self.retry = (retry_initial_s, retry_max_s)
         self.delivered = 0
         self._caught_up_at = 0.0  # monotonic time of the last read that found nothing to deliver
-        self._worker = Worker(f"action-{action.name}", self._run).start()
+        self._worker = Worker(f"action-{action.name}", self._run)
+        self._worker.start()  # after the assignment: the thread reads self._worker
 
     def _run(self) -> None:
         while not self._worker.stopping.is_set():

@@ -10,11 +10,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 
 from common.plugins import STORES
@@ -32,6 +29,9 @@ from sink.stores.sql import (
     pending_migrations,
     result_row,
 )
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class PostgresSinkConfig(StoreSettings):
 
 def _describe(url: str, schema: str | None) -> str:
     """Where the store is, for messages: host, port, database and schema, never the password."""
+    import psycopg  # psycopg loads in a PostgreSQL sink only: every process imports the plug-in modules
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         info = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
@@ -107,6 +110,8 @@ class PostgresStore(DetectionQueries):
         A lost connection is reconnected once and the batch retried: storing is idempotent, so a batch that did
         commit before the connection dropped stores nothing twice. When that fails too, the next write tries again.
         """
+        import psycopg
+
         if not results:
             return 0
         rows = [result_row(r) for r in results]
@@ -142,6 +147,9 @@ class PostgresStore(DetectionQueries):
         self._conn = self._connect()
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        import psycopg
+        from psycopg import sql
+
         # autocommit: statements outside an explicit transaction() block never leave a transaction open.
         try:
             conn = psycopg.connect(self._url, connect_timeout=math.ceil(self._connect_timeout_s), autocommit=True)
@@ -169,6 +177,8 @@ class PostgresStore(DetectionQueries):
         return int(row[0]) if row is not None else 0
 
     def _migrate(self) -> tuple[int, ...]:
+        from psycopg import sql
+
         with self._conn.transaction():
             # Held until commit: a second sink starting now waits here, then finds the schema up to date.
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))

@@ -18,6 +18,7 @@ from common.keys import Keys
 from common.redis_io import Client, Unavailable, connect, frame_reader, newest, stream_keys
 from common.service import Context
 from common.wire import Result, WireError, decode
+from common.workers import Worker, WorkerError
 from sink.client.subscribe import subscribe
 from sink.runner import SinkOptions
 from sink.web import WebSinkConfig
@@ -57,30 +58,29 @@ def run(ctx: Context[SinkOptions], sink: WebSinkConfig) -> int:
                   sink.host, sink.port, exc)  # fmt: skip
         client.close()
         return 1
-    view, stop = View(sink.window_s, sink.history), threading.Event()
+    view = View(sink.window_s, sink.history)
     app = create_app(view, frame_reader(client, keys), sink.jpeg_quality)
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", loop="asyncio", http="h11",
                        ws="none", timeout_graceful_shutdown=max(1, int(ctx.shutdown.drain_s / 3)))
     )  # fmt: skip
-    threads = [
-        threading.Thread(target=follow, args=(client, keys, sink, view, stop), name="follow", daemon=True),
-        threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="http", daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
+    following = Worker("follow", lambda: follow(client, keys, sink, view, following.stopping))
+    workers = [following.start(), Worker("http", lambda: server.run(sockets=[listener])).start()]
     log.info("web view %s on http://%s:%d/ following %s", sink.name, sink.host, sink.port, sink.streams)
     code = 0
     while (why := ctx.stop_reason()) is None:
         ctx.bounds.count(view.take_arrivals())
-        if not all(t.is_alive() for t in threads):
-            why, code = f"the {next(t.name for t in threads if not t.is_alive())} thread stopped", 1
+        if stopped := next((w for w in workers if not w.alive), None):
+            why, code = f"the {stopped.name} thread stopped ({stopped.error or 'no error'})", 1
             break
         ctx.shutdown.wait(0.2)
     server.should_exit = True
-    stop.set()
-    for thread in threads:  # within the drain time, which Shutdown enforces from the signal on
-        thread.join(ctx.shutdown.drain_s / 3)
+    following.stop()
+    for worker in workers:  # within the drain time, which Shutdown enforces from the signal on
+        try:
+            worker.join(ctx.shutdown.drain_s / 3)
+        except WorkerError:
+            code = 1  # logged by the worker when it failed
     listener.close()
     client.close()
     log.info("stopping (%s); %d results followed", why, sum(s["results"] for s in view.summary()))

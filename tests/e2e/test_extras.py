@@ -24,7 +24,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from detector.engines import NEEDS
+from common.plugins import ENGINES
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -56,11 +56,13 @@ sys.meta_path.insert(0, Block())
 import numpy as np
 from argparse import Namespace
 from common.config import parse_config
-from detector.__main__ import check
+from common.service import UsageError
+from detector.__main__ import options
 config = parse_config(spec["config"])
-problems = check(config, Namespace(pool="main"))
-if problems:
-    print(json.dumps({"problems": problems}))
+try:
+    options(config, Namespace(pool="main", replica=None))
+except UsageError as exc:
+    print(json.dumps({"problems": exc.problems}))
     sys.exit(0)
 from detector import worker  # everything the detector process imports at start
 from detector.engines import create_engine
@@ -126,6 +128,10 @@ def probe(kind: str, tmp: Path, deny: frozenset[str] = frozenset()) -> dict[str,
     assert done.returncode == 0, f"the {kind} engine failed with only its extra:\n{done.stderr[-3000:]}"
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+NEEDS = {kind: settings.needs for kind, settings in ENGINES.kinds().items()}
+"""What each engine declares it imports beyond the base install (``EngineSettings.needs``)."""
 
 
 @pytest.mark.parametrize("kind", sorted(NEEDS))

@@ -165,7 +165,8 @@ def test_stores_and_alerts_hold_once_each_through_a_redelivery(tmp_path: Path, p
         shots = list((tmp_path / "snapshots" / "cam").glob("*.jpg"))
         assert len(shots) == 1 and results[0].frame_id in shots[0].name
         assert cv2.imread(str(shots[0])).shape == (240, 320, 3)
-        said = [line for line in logs["first"]["watch"].splitlines() if "sink.alerts" in line]
+        # The log action's logger ("sink.alerts"), not its package's modules' loggers (sink.alerts.runner...).
+        said = [line for line in logs["first"]["watch"].splitlines() if " sink.alerts: " in line]
         assert len(said) == 2 and all("person-in-door" in line for line in said), said
         assert "stored 3 new results" in logs["first"]["db"] and "stored 0 new results" in logs["redelivered"]["db"]
         # The two unreadable results: dead-lettered by each sink, with the reason; nothing left pending.

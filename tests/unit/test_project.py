@@ -34,3 +34,19 @@ def test_ingest_sinks_and_the_detector_loop_never_import_a_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_discovering_every_plug_in_loads_no_framework_or_driver() -> None:
+    """Every process imports every plug-in module (the config's unions are built from them): each keeps its
+    framework (TensorFlow, torch, onnxruntime) and its driver (psycopg, paho, httpx, the web server) for when it
+    runs."""
+    code = (
+        "import sys, common.config\n"
+        "from common import plugins\n"
+        "for family in (plugins.SOURCES, plugins.ENGINES, plugins.STORES, plugins.ACTIONS, plugins.SINKS):\n"
+        "    assert family.kinds(), family.name\n"
+        "heavy = ('tensorflow', 'keras', 'torch', 'onnxruntime', 'psycopg', 'paho', 'httpx', 'starlette', 'uvicorn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -6,17 +6,18 @@ import json
 import os
 import threading
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field
 
 from common.plugins import ACTIONS
 from common.settings import ActionSettings
 from common.wire import Alert
 from sink.alerts.actions.base import DeliveryError
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.reasoncodes import ReasonCode
 
 
 class MqttActionConfig(ActionSettings):
@@ -69,6 +70,9 @@ class MqttAction:
         self._drop()
 
     def _connect(self) -> mqtt.Client:
+        import paho.mqtt.client as mqtt  # here: every process imports the plug-in modules, only an alert sink publishes
+        from paho.mqtt.enums import CallbackAPIVersion
+
         cfg = self._cfg
         client = mqtt.Client(CallbackAPIVersion.VERSION2)
         client.connect_timeout = cfg.timeout_s

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import httpx
 from pydantic import Field
 
 from common.plugins import ACTIONS
@@ -31,11 +30,15 @@ class WebhookAction:
     def __init__(self, name: str, cfg: WebhookActionConfig) -> None:
         self.name = name
         self._cfg = cfg
+        import httpx  # here: every process imports the plug-in modules (discovery), only an alert sink posts
+
         # Credentials in the URL never reach messages or logs; header values are never shown at all.
         self._shown_url = str(httpx.URL(cfg.url).copy_with(username=None, password=None))
         self._client = httpx.Client(timeout=cfg.timeout_s)
 
     def deliver(self, alert: Alert) -> None:
+        import httpx
+
         where = f"webhook {self.name!r} POST {self._shown_url}"
         try:
             response = self._client.post(self._cfg.url, json=alert.model_dump(mode="json"), headers=self._cfg.headers)
