@@ -53,7 +53,7 @@ def test_a_recording_waits_for_the_detectors_and_loses_no_frame(tmp_path: Path) 
         procs.start("ingest", "ingest", "--max-frames", str(FRAMES))
         # No pool reads yet: each stream fills to its cap and the recording waits there, saying why.
         wait_for("both recordings waiting", lambda: procs.log("ingest").count("no detector pool reads") == 2, 60)
-        time.sleep(1.0)
+        time.sleep(10 * MAX_AGE_MS / 1000)  # the waiting frames get older than 10 x max_age before a detector starts
         assert [client.xlen(keys.frames(s)) for s in STREAMS] == [CAP, CAP], procs.tail("ingest")
         procs.start("detector", "detector", "--replica", "main-0", "--until-idle", "5")
         procs.start("sink", "sink", "--until-idle", "8")
