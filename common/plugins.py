@@ -23,7 +23,7 @@ import importlib.metadata
 import pkgutil
 import threading
 from collections.abc import Callable
-from typing import Annotated, Any, Generic, TypeVar, Union, get_args
+from typing import Annotated, Any, Generic, TypeVar, Union
 
 from pydantic import Discriminator, Tag
 
@@ -148,12 +148,6 @@ class Family(Generic[S]):
 
 def _where(cls: type[Any]) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def kinds_of(union: Any) -> list[type[Any]]:
-    """The settings classes of a union :meth:`Family.union` built."""
-    inner = get_args(union)[0]
-    return [get_args(member)[0] for member in get_args(inner)]
 
 
 SOURCES: Family[SourceSettings] = Family("sources", "ingest.sources", SourceSettings)
