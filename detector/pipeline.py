@@ -29,8 +29,6 @@ from detector.yolo.postprocess import decode as decode_heads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageError", "Outcome", "Pipeline", "Predicted", "Prepared", "decode_image", "encoded_image"]
-
 
 def decode_image(frame: Frame) -> np.ndarray:
     """The frame's image as RGB uint8, checked against the size the message announces (``common.codec``'s

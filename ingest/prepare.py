@@ -9,8 +9,6 @@ from common.codec import EncodeError, encode_image
 from common.config import CameraConfig
 from common.wire import Frame
 
-__all__ = ["EncodeError", "make_frame", "resize_to_max_side"]  # EncodeError: a frame the reader skips and counts
-
 
 def resize_to_max_side(image: np.ndarray, max_side: int) -> np.ndarray:
     h, w = image.shape[:2]

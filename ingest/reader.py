@@ -11,20 +11,17 @@ from pathlib import Path
 from typing import IO
 
 from common.backoff import Backoff
+from common.codec import EncodeError
 from common.config import CameraConfig
 from common.workers import Worker, WorkerError
 from ingest.pacing import Pacer
-from ingest.prepare import EncodeError, make_frame
+from ingest.prepare import make_frame
 from ingest.publisher import Publisher, StreamCounters
 from ingest.sampler import Sampler
 from ingest.sources import FrameError, Source, SourceError, open_source
 from ingest.sources.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
-
-# Backoff is re-exported: the fleet gives each reader one, with jitter, so that cameras behind one failed switch
-# do not retry in lockstep.
-__all__ = ["Backoff", "CameraReader"]
 
 
 @dataclass

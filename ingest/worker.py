@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from common import metrics
+from common.backoff import Backoff
 from common.config import CameraConfig, ConfigError, StackConfig, load_config
 from common.keys import Keys
 from common.redis_io import connect
 from common.service import Context, UsageError
 from ingest.progress import FileProgress
 from ingest.publisher import Publisher
-from ingest.reader import Backoff, CameraReader
+from ingest.reader import CameraReader
 
 log = logging.getLogger(__name__)
 

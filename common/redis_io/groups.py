@@ -354,10 +354,9 @@ class GroupReader:
         none of them pending any more means it was, and it is not sent again (which would publish twice). Its
         replies are then unknown: an empty list is returned.
         """
-        backoff = Backoff(0.1, 1.0, jitter=0.0)
+        backoff: Backoff | None = None  # made on the first failure: a write that goes through (nearly all) needs none
         failed = False
         while True:
-            delay = backoff.next_delay()
             pipe = self.client.pipeline(transaction=transaction)
             build(pipe)
             try:
@@ -368,9 +367,13 @@ class GroupReader:
                 return replies
             except TRANSIENT_ERRORS as exc:
                 failed = True
+                backoff = backoff or Backoff(0.1, 1.0, jitter=0.0)
+                delay = backoff.next_delay()
                 self.stats.redis_errors += 1
                 log.warning("redis write failed (%s); retrying in %.1f s", exc, delay)
             except OutOfMemoryError as exc:  # a transaction's OOM surfaces as its command's error, not EXECABORT
+                backoff = backoff or Backoff(0.1, 1.0, jitter=0.0)
+                delay = backoff.next_delay()
                 self.stats.redis_errors += 1
                 log.error(
                     "redis is full (%s): holding these writes and retrying in %.1f s; give the server more "

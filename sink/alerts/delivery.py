@@ -30,9 +30,9 @@ class Delivery:
     def __init__(self, action: Action, reader: GroupReader, retry_initial_s: float, retry_max_s: float) -> None:
         self.action = action
         self.reader = reader
-        self.retry = (retry_initial_s, retry_max_s)
         self.delivered = 0
         self._caught_up_at = 0.0  # monotonic time of the last read that found nothing to deliver
+        self._backoff = Backoff(retry_initial_s, retry_max_s, jitter=0.0)  # reset for each alert
         self._worker = Worker(f"action-{action.name}", self._run)
         self._worker.start()  # after the assignment: the thread reads self._worker
 
@@ -55,7 +55,7 @@ class Delivery:
         if self.action.name not in alert.actions:  # another rule's alert: not for this action
             self.reader.ack([entry])
             return True
-        backoff = Backoff(*self.retry, jitter=0.0)
+        self._backoff.reset()
         while True:
             try:
                 self.action.deliver(alert)
@@ -65,9 +65,9 @@ class Delivery:
                     metrics.DELIVERIES.labels(self.action.name, "refused").inc()
                     return True
                 metrics.DELIVERIES.labels(self.action.name, "retried").inc()
-                delay = backoff.next_delay()
+                delay = self._backoff.next_delay()
                 log.warning("action %s: %s; retrying in %.1f s", self.action.name, exc, delay)
-                if backoff.wait(self._worker.stopping, delay):
+                if self._backoff.wait(self._worker.stopping, delay):
                     return False
             except Exception as exc:  # a bug or bad data in one alert must not stop the action for good
                 log.exception("action %s failed on alert %s", self.action.name, entry.id)

@@ -299,7 +299,8 @@ def test_a_batch_with_nothing_to_load_never_calls_the_engine() -> None:
 
 
 def test_a_png_frame_reaches_the_engine_pixel_for_pixel_and_a_cut_one_is_refused() -> None:
-    from detector.pipeline import ImageError, decode_image
+    from common.codec import ImageError
+    from detector.pipeline import decode_image
 
     rgb = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])

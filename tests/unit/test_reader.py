@@ -8,11 +8,12 @@ import fakeredis
 import numpy as np
 import pytest
 
+from common.backoff import Backoff
 from common.config import CameraConfig
 from common.keys import Keys
 from ingest import reader as reader_module
 from ingest.publisher import Publisher
-from ingest.reader import Backoff, CameraReader
+from ingest.reader import CameraReader
 
 
 class Flaky:

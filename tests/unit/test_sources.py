@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from common.codec import EncodeError
 from common.config import CameraConfig
 from common.redact import redact as _redact
-from ingest.prepare import EncodeError, make_frame, resize_to_max_side
+from ingest.prepare import make_frame, resize_to_max_side
 from ingest.sources import FrameError, SourceError, open_source
 from ingest.sources.file import FileSourceConfig
 from ingest.sources.images import ImagesSourceConfig
