@@ -2,8 +2,9 @@
 
 Keys live under a configurable prefix so one Redis can host several stacks:
 ``{prefix}:frames:{stream}``, ``{prefix}:results:{stream}``, ``{prefix}:dead``, and per alert sink
-``{prefix}:alerts:{sink}`` and ``{prefix}:alerted:{sink}``, and per detector pool the stale-frame tally
-``{prefix}:stale:{group}``.
+``{prefix}:alerts:{sink}`` and ``{prefix}:alerted:{sink}``, per detector pool the stale-frame tally
+``{prefix}:stale:{group}``, and per tracker sink and camera ``{prefix}:tracks:{tracker}:{stream}``,
+``{prefix}:events:{tracker}:{stream}``, its lease, state and counts.
 """
 
 from __future__ import annotations
@@ -45,19 +46,38 @@ class Keys:
     def results_pattern(self) -> str:
         return f"{_escape_glob(self.prefix)}:results:*"
 
-    def stage(self, stage: Literal["frames", "results"]) -> tuple[str, str]:
-        """(SCAN pattern, key head) of one stage's streams: key = head + stream name."""
+    def tracks(self, tracker: str, stream: str) -> str:
+        """Stream of one camera's results with their detections assigned to tracks, by a tracker sink."""
+        return f"{self.prefix}:tracks:{tracker}:{stream}"
+
+    def events(self, tracker: str, stream: str) -> str:
+        """Stream of the events (start, update, end) of one camera's tracked objects, by a tracker sink."""
+        return f"{self.prefix}:events:{tracker}:{stream}"
+
+    def stage(self, stage: Literal["frames", "results", "tracks", "events"], tracker: str = "") -> tuple[str, str]:
+        """(SCAN pattern, key head) of one stage's streams: key = head + stream name. Tracks and events are a
+        tracker sink's: ``tracker`` names it."""
         if stage == "frames":
-            return self.frames_pattern(), self.frames("")
-        return self.results_pattern(), self.results("")
+            head = self.frames("")
+        elif stage == "results":
+            head = self.results("")
+        else:
+            if not tracker:
+                raise ValueError(f"the {stage} streams are a tracker's: name the tracker sink")
+            head = self.tracks(tracker, "") if stage == "tracks" else self.events(tracker, "")
+        return f"{_escape_glob(head)}*", head
 
     def stream_of(self, key: str) -> str:
-        """The stream name inside a frames or results key."""
+        """The stream (camera) name inside a frames, results, tracks or events key."""
         for kind in ("frames", "results"):
             head = f"{self.prefix}:{kind}:"
             if key.startswith(head):
                 return key[len(head) :]
-        raise ValueError(f"{key!r} is not a frames or results key of prefix {self.prefix!r}")
+        for kind in ("tracks", "events"):
+            head = f"{self.prefix}:{kind}:"
+            if key.startswith(head) and ":" in key[len(head) :]:
+                return key[len(head) :].split(":", 1)[1]  # past the tracker's name (names hold no ':')
+        raise ValueError(f"{key!r} is not a frames, results, tracks or events key of prefix {self.prefix!r}")
 
     def detector_group(self, pool: str) -> str:
         """Consumer group of a detector pool on the frames streams."""
@@ -84,6 +104,28 @@ class Keys:
     def alerted(self, sink: str) -> str:
         """Sorted set (frame id -> time) of the results an alert sink has handled, so a redelivery alerts once."""
         return f"{self.prefix}:alerted:{sink}"
+
+    def tracker_group(self, tracker: str) -> str:
+        """Consumer group of a tracker sink on the results streams (each camera read by its owner only)."""
+        return f"tracker:{tracker}"
+
+    def lease(self, tracker: str, stream: str) -> str:
+        """String (owner replica, with a TTL) naming the tracker replica that tracks one camera now."""
+        return f"{self.prefix}:lease:{tracker}:{stream}"
+
+    def track_state(self, tracker: str, stream: str) -> str:
+        """String (msgpack) of one camera's tracker state, written with each batch its owner finishes, so that a
+        new owner continues the same tracks and track ids."""
+        return f"{self.prefix}:trackstate:{tracker}:{stream}"
+
+    def counts(self, tracker: str, stream: str) -> str:
+        """Hash of one camera's counts, per label: tracks started, zones entered and left, lines crossed per
+        direction (running totals), and the objects in each zone now (see docs/result-schema.md)."""
+        return f"{self.prefix}:counts:{tracker}:{stream}"
+
+    def tracker_replicas(self, tracker: str) -> str:
+        """Sorted set (replica -> expiry time) of a tracker sink's live replicas: each takes its share of cameras."""
+        return f"{self.prefix}:trackers:{tracker}"
 
     def action_group(self, action: str) -> str:
         """Consumer group of one alert action on its sink's alerts stream."""

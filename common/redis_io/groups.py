@@ -114,6 +114,10 @@ class GroupReader:
         """The stream keys being read now."""
         return list(self._keys)
 
+    def rescan_now(self) -> None:
+        """Ask ``discover`` again before the next read (its answer changed: a tracker took or gave up a camera)."""
+        self._next_scan = 0.0
+
     def positions(self) -> dict[str, GroupState] | None:
         """This group's state on each stream it reads (for the Prometheus collector); None when Redis cannot tell
         now: a scrape during an outage shows the gauges missing, not an error page."""
@@ -144,6 +148,7 @@ class GroupReader:
             return []
         except _RETRIED as exc:
             self.stats.redis_errors += 1
+            self._next_claim = 0.0  # a read whose reply died with the connection left entries pending to us: take them
             delay = self._read_backoff.next_delay()
             log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
             time.sleep(delay)
@@ -194,21 +199,28 @@ class GroupReader:
 
     def _claim_idle(self) -> list[Entry]:
         """Entries *other* consumers left pending for claim_idle_ms (they crashed, or hang), and this consumer's own
-        that it never handed out: the server delivered them but the reply was lost to a connection failure.
+        that it never handed out: the server delivered them but the reply was lost to a connection failure (redis-py
+        may have retried the read on a new connection and said nothing). Those are taken back at once, however
+        briefly idle: reads run on one thread, so at this point every entry of ours that is not in hand is lost, and
+        the longer it waits the likelier a capped stream trims it unanswered.
 
         XPENDING's IDLE filter + XCLAIM rather than XAUTOCLAIM, which would also take back this consumer's own
         entries still being worked on. Since 7.0 XCLAIM drops entries trimmed meanwhile from the pending list."""
         out: list[Entry] = []
         for key in self._keys:
-            idle: list[Any] = self.client.xpending_range(
-                key, self.group, "-", "+", self.count * 4, idle=self.claim_idle_ms
-            )
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xpending_range(key, self.group, "-", "+", self.count * 4, consumername=self.consumer)
+            pipe.xpending_range(key, self.group, "-", "+", self.count * 4, idle=self.claim_idle_ms)
+            own, idle = pipe.execute()
             with self._handed_lock:
                 mine = {i for k, i in self._handed if k == key}
-            ids = [i for p in idle if (i := text(p["message_id"])) not in mine][: self.count]
-            if not ids:
-                continue
-            claimed: list[Any] = self.client.xclaim(key, self.group, self.consumer, self.claim_idle_ms, ids)  # type: ignore[arg-type]
+            lost = [i for p in own if (i := text(p["message_id"])) not in mine][: self.count]
+            left = [i for p in idle if (i := text(p["message_id"])) not in mine and i not in lost]
+            # Another consumer's entry only while it is still idle (MIN-IDLE): two claimers never both take it.
+            claimed: list[Any] = []
+            for ids, min_idle in ((lost, 0), (left[: self.count - len(lost)], self.claim_idle_ms)):
+                if ids:
+                    claimed += self.client.xclaim(key, self.group, self.consumer, min_idle, ids)  # type: ignore[arg-type]
             found = [(text(i), entry_payload(f, self.payload_field), not f) for i, f in claimed if i is not None]
             if found:
                 self.stats.claimed += len(found)
@@ -258,7 +270,7 @@ class GroupReader:
                     pipe.xack(key, self.group, *ids)
 
             self._execute(build, transaction=False)
-            self._settled([(k, i) for k, ids in by_key.items() for i in ids])
+            self.settled([(k, i) for k, ids in by_key.items() for i in ids])
 
     def messages(self, entries: Iterable[Entry], kind: type[M]) -> list[tuple[Entry, M]]:
         """The entries whose payload decodes as ``kind``, with their message; the others are dead-lettered with
@@ -291,7 +303,7 @@ class GroupReader:
             pipe.xack(entry.key, self.group, entry.id)
 
         self._execute(build, acks=[entry])
-        self._settled([(entry.key, entry.id)])
+        self.settled([(entry.key, entry.id)])
         self.stats.dead_lettered += 1
         DEAD.labels(self.group, entry.key).inc()
 
@@ -323,7 +335,7 @@ class GroupReader:
                 pipe.xack(e.key, self.group, e.id)
 
         self._execute(build, acks=done)
-        self._settled([(e.key, e.id) for e in done])
+        self.settled([(e.key, e.id) for e in done])
 
     @translated
     def handled(self, key: str, members: Sequence[str]) -> set[str]:
@@ -335,8 +347,8 @@ class GroupReader:
         [scores] = self._execute(lambda pipe: pipe.zmscore(key, list(members)), transaction=False)
         return {m for m, score in zip(members, scores, strict=True) if score is not None}
 
-    def _settled(self, done: Iterable[tuple[str, str]]) -> None:
-        """(key, id) acked or dead-lettered: no longer work in hand."""
+    def settled(self, done: Iterable[tuple[str, str]]) -> None:
+        """(key, id) acked or dead-lettered (here, or by a write of the caller's own): no longer work in hand."""
         with self._handed_lock:
             self._handed.difference_update(done)
 
@@ -399,15 +411,17 @@ class GroupReader:
 def group_reader(
     client: Client,
     keys: Keys,
-    stage: Literal["frames", "results"],
+    stage: Literal["frames", "results", "tracks", "events"],
     group: str,
     consumer: str,
     cfg: ConsumerConfig,
     count: int,
     dead_maxlen: int,
+    tracker: str = "",
 ) -> GroupReader:
-    """A reader of the ``stage`` streams of one stack whose names match ``cfg.streams``."""
-    pattern, head = keys.stage(stage)
+    """A reader of the ``stage`` streams of one stack whose names match ``cfg.streams`` (tracks and events: those of
+    the tracker sink ``tracker``)."""
+    pattern, head = keys.stage(stage, tracker)
     return GroupReader(
         client,
         group=group,

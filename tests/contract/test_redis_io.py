@@ -88,6 +88,23 @@ def test_entries_a_crashed_consumer_left_idle_are_claimed(client: redis.Redis, p
     assert {p["consumer"] for p in pending} == {b"alive"}
 
 
+def test_entries_whose_read_reply_was_lost_are_taken_back_at_once(client: redis.Redis, prefix: str) -> None:
+    """A read the server answered but whose reply died with the connection (redis-py then retries it on a new one,
+    silently): the entries are pending to this consumer, in nobody's hands. They come back on the next claim
+    round, long before claim_idle_ms, and the entries in hand are not handed out twice."""
+    r = reader(client, prefix, claim_idle_ms=600_000)
+    push(client, prefix, "a", b"1")
+    in_hand = drain(r, 3)
+    assert [p for _, p, _ in in_hand] == [b"1"]
+    lost = push(client, prefix, "a", b"2", b"3")
+    key = Keys(prefix).frames("a")
+    client.xreadgroup("detector:p", "c1", {key: ">"})  # delivered to c1; the reply never reaches the reader
+    r._next_claim = 0.0  # the next claim round (every claim_idle_ms / 2; at once after a failed read)
+    got = drain(r, 2)
+    assert [(i, p, d) for i, p, d in got] == [(lost[0], b"2", 2), (lost[1], b"3", 2)]
+    assert r.stats.claimed == 2
+
+
 def test_entries_trimmed_while_pending_are_acked_and_skipped(client: redis.Redis, prefix: str) -> None:
     push(client, prefix, "a", b"1", b"2", b"3")
     assert len(drain(reader(client, prefix), 3)) == 3
