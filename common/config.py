@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -28,6 +29,7 @@ from common.settings import (
     ConsumerConfig,
     EngineSettings,
     Name,
+    ReadsEvents,
     SinkSettings,
     SourceSettings,
     Strict,
@@ -262,6 +264,21 @@ class StackConfig(Strict):
         max_length=64,
         description="Sinks, each its own consumer group on the results (a web view reads them without one).",
     )
+
+    @field_validator("sinks")
+    @classmethod
+    def _events_of_trackers(cls, sinks: list[SinkConfig]) -> list[SinkConfig]:
+        kinds = {s.name: s.kind for s in sinks}
+        trackers = [name for name, kind in kinds.items() if kind == "tracker"]
+        for i, sink in enumerate(sinks):
+            if not isinstance(sink, ReadsEvents) or sink.events_of is None or kinds.get(sink.events_of) == "tracker":
+                continue
+            what = "no sink of that name" if sink.events_of not in kinds else f"a sink of kind {kinds[sink.events_of]}"
+            raise ValueError(
+                f"sinks[{i}] ({sink.name}).events_of: {sink.events_of!r} is {what}, not a tracker sink: name a sink of "
+                f"kind tracker (here: {', '.join(trackers) or 'none; add one'})"
+            )
+        return sinks
 
     @model_validator(mode="after")
     def _timeouts_exceed_blocking(self) -> Self:

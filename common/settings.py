@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from common.keys import STREAM_NAME_PATTERN
 
@@ -97,10 +97,38 @@ class ConsumerSinkSettings(SinkSettings, ConsumerConfig):
     batch: int = Field(100, ge=1, le=10_000, description="Most results read at once per stream.")
 
 
-class StoreSettings(ConsumerSinkSettings):
-    """A sink that keeps every result (``sink.stores``)."""
+class ReadsEvents(Strict):
+    """A sink that may read a tracker sink's events instead of the results (stores, alert sinks)."""
 
-    batch: int = Field(100, ge=1, le=10_000, description="Most results read (and stored in one batch) per stream.")
+    events_of: Name | None = Field(
+        None,
+        description="Tracker sink (kind tracker) whose events this sink reads instead of the results, on the cameras "
+        "its streams match; None: the results.",
+    )
+
+
+def events_of(sink: object) -> str | None:
+    """The tracker sink whose events ``sink`` reads; None when it reads the results (or nothing)."""
+    return sink.events_of if isinstance(sink, ReadsEvents) else None
+
+
+class StoreSettings(ConsumerSinkSettings, ReadsEvents):
+    """A sink that keeps every result, or every event of a tracker (``sink.stores``)."""
+
+    keeps_events: ClassVar[bool] = False
+    """The store kind can keep events (its store has ``write_events``): set True in its settings class."""
+    batch: int = Field(100, ge=1, le=10_000, description="Most messages read (and stored in one batch) per stream.")
+
+    @field_validator("events_of")
+    @classmethod
+    def _can_keep_events(cls, value: str | None) -> str | None:
+        if value is not None and not cls.keeps_events:
+            kind = cls.model_fields["kind"].default
+            raise ValueError(
+                f"the {kind} store cannot keep a tracker's events: remove events_of, or use a store kind that can "
+                f"(sqlite, postgres, jsonl)"
+            )
+        return value
 
 
 class ActionSettings(Strict):

@@ -125,6 +125,91 @@ class Alert(_Message):
     height: Pixels
     detections: list[Detection] = Field(description="The detections that counted (for on; empty for off).")
     actions: list[str] = Field(description="Names of the actions that deliver it.")
+    event_id: str | None = Field(
+        None, description="The tracker's event that raised it (alert sinks reading events: events_of); None otherwise."
+    )
+
+
+class TrackedObject(BaseModel):
+    """A detection the tracker follows: the detection's fields and the track it belongs to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    track_id: int = Field(ge=1, description="Per camera (and tracker), unique for as long as the tracker has run.")
+    label: str
+    class_id: int = Field(ge=0)
+    score: float = Field(ge=0, le=1)
+    box: Box
+
+
+class Tracks(_Message):
+    """One result of a camera with its detections assigned to tracks, in ``seq`` order, on the tracker's tracks
+    stream of the camera."""
+
+    kind: ClassVar[str] = "tracks"
+
+    tracker: str = Field(min_length=1, description="Tracker sink that published it.")
+    frame_id: str = Field(min_length=3, description="Entry id of the frame (in the frames stream).")
+    stream: str = Field(min_length=1, max_length=128)
+    seq: int = Field(ge=0)
+    capture_ts: float = Field(gt=0)
+    width: Pixels
+    height: Pixels
+    objects: list[TrackedObject] = Field(description="Detections of confirmed tracks (seen min_hits times).")
+    untracked: int = Field(ge=0, description="Detections in no confirmed track: too weak, or a track not yet started.")
+    skipped: int = Field(ge=0, description="Frames before this one that never came within the reorder window.")
+
+
+class BestShot(BaseModel):
+    """The frame in which an object scored highest so far, and its box there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frame_id: str = Field(min_length=3, description="Entry id of the frame (in the frames stream, while kept).")
+    seq: int = Field(ge=0)
+    capture_ts: float = Field(gt=0)
+    score: float = Field(ge=0, le=1)
+    box: Box
+
+
+EventType = Literal["start", "update", "end"]
+Change = Literal["zone_enter", "zone_leave", "line_cross", "loiter"]
+
+
+class Event(_Message):
+    """Something happened to a tracked object: it started (seen min_hits times), changed (entered or left a zone,
+    crossed a line, loitered) or ended (not seen for max_age_s). One per object and happening, never per frame."""
+
+    kind: ClassVar[str] = "event"
+
+    event_id: str = Field(
+        min_length=1, description="'{tracker}:{stream}:{track_id}:{n}', n counting the track's events from 0: "
+        "the same event has the same id when a redelivery publishes it again (stores keep it once)."
+    )  # fmt: skip
+    tracker: str = Field(min_length=1, description="Tracker sink that published it.")
+    stream: str = Field(min_length=1, max_length=128)
+    event: EventType = Field(description="start, update or end (not 'type': that is the envelope's).")
+    change: Change | None = Field(None, description="For update: what changed.")
+    zone: str | None = Field(None, description="The zone entered, left or loitered in.")
+    line: str | None = Field(None, description="The line crossed.")
+    direction: Literal["in", "out"] | None = Field(
+        None, description="Line crossings: 'in' onto the line's left side, looking from its first point to its second."
+    )
+    track_id: int = Field(ge=1)
+    label: str
+    class_id: int = Field(ge=0)
+    frame_id: str = Field(min_length=3, description="The frame that decided it (for end: the last one seen).")
+    seq: int = Field(ge=0)
+    capture_ts: float = Field(gt=0, description="That frame's capture time.")
+    score: float = Field(ge=0, le=1, description="The object's score in that frame.")
+    box: Box = Field(description="The object's box in that frame.")
+    first_seen_ts: float = Field(gt=0, description="Capture time of the track's first frame.")
+    last_seen_ts: float = Field(gt=0, description="Capture time of the track's latest frame with the object.")
+    duration_s: float = Field(ge=0, description="last_seen_ts - first_seen_ts.")
+    zones: list[str] = Field(description="Zones the object is in now (for end: when last seen).")
+    best: BestShot
+    width: Pixels = Field(description="Original frame width; boxes are in its pixels.")
+    height: Pixels
 
 
 M = TypeVar("M", bound=_Message)

@@ -1,4 +1,5 @@
-"""python -m sink --config stack.yaml [--sink NAME], or python -m sink tail [STREAM ...] (see sink/client/tail.py)"""
+"""python -m sink --config stack.yaml [--sink NAME]; python -m sink tail [STREAM ...] (see sink/client/tail.py);
+python -m sink query ... (a store's events: see sink/stores/__main__.py)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ def main() -> int:
         from sink.client import tail
 
         return tail.main(sys.argv[2:])
+    if sys.argv[1:2] == ["query"]:
+        from sink.stores.__main__ import main as query
+
+        return query(sys.argv[1:])
     from sink.runner import options, run  # here, so that tail needs none of the sinks' imports
 
     p = service.parser(

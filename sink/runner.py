@@ -7,6 +7,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from common import metrics
 from common.config import StackConfig
@@ -40,12 +41,29 @@ def run(ctx: Context[SinkOptions]) -> int:
 
 def results_reader(ctx: Context[SinkOptions], sink: ConsumerSinkSettings, client: Client) -> GroupReader:
     """The sink's consumer group over the result streams it subscribes to, its lag exported as metrics."""
+    return _reader(ctx, sink, client, "results", "")
+
+
+def events_reader(ctx: Context[SinkOptions], sink: ConsumerSinkSettings, client: Client, tracker: str) -> GroupReader:
+    """The sink's consumer group over the events streams of the tracker sink ``tracker`` (the cameras it subscribes
+    to), its lag exported as metrics."""
+    return _reader(ctx, sink, client, "events", tracker)
+
+
+def _reader(
+    ctx: Context[SinkOptions],
+    sink: ConsumerSinkSettings,
+    client: Client,
+    stage: Literal["results", "events"],
+    tracker: str,
+) -> GroupReader:
     cfg = ctx.config
     keys = Keys(cfg.streams.prefix)
     group = keys.sink_group(sink.name)
     reader = group_reader(
-        client, keys, "results", group, ctx.options.consumer, sink, sink.batch, cfg.streams.dead_maxlen
+        client, keys, stage, group, ctx.options.consumer, sink, sink.batch, cfg.streams.dead_maxlen, tracker
     )
     metrics.register(metrics.GroupCollector(reader, keys.stream_of))
-    log.info("sink %s (%s): reading %s", sink.name, sink.kind, sink.streams)
+    what = f"the events of tracker {tracker}" if stage == "events" else "the results"
+    log.info("sink %s (%s): reading %s of %s", sink.name, sink.kind, what, sink.streams)
     return reader

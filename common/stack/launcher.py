@@ -28,7 +28,7 @@ from common.keys import Keys, matches
 from common.redact import redact
 from common.redis_io import Client, RedisIOError, connect, outstanding, stream_keys
 from common.service import EXIT_CONFIG, Shutdown
-from common.settings import ConsumerConfig
+from common.settings import ConsumerConfig, events_of
 
 log = logging.getLogger("streamyolo")
 
@@ -68,19 +68,14 @@ def backlog(cfg: StackConfig, client: Client) -> int:
 
     A group that does not exist yet on a stream (its reader has not discovered the stream) owes every entry."""
     keys = Keys(cfg.streams.prefix)
-    stages = (
-        (
-            keys.frames_pattern(),
-            keys.frames(""),
-            {keys.detector_group(p.name): p.streams for p in cfg.detector.pools},
-        ),
-        # A web view has no group: nothing is queued for it, so nothing waits on it.
-        (
-            keys.results_pattern(),
-            keys.results(""),
-            {keys.sink_group(s.name): s.streams for s in cfg.sinks if isinstance(s, ConsumerConfig)},
-        ),
-    )
+    consumers = [s for s in cfg.sinks if isinstance(s, ConsumerConfig)]  # a web view has no group: nobody waits on it
+    stages = [
+        (*keys.stage("frames"), {keys.detector_group(p.name): p.streams for p in cfg.detector.pools}),
+        (*keys.stage("results"), {keys.sink_group(s.name): s.streams for s in consumers if events_of(s) is None}),
+    ]
+    for tracker in sorted({t for s in consumers if (t := events_of(s)) is not None}):
+        readers = {keys.sink_group(s.name): s.streams for s in consumers if events_of(s) == tracker}
+        stages.append((*keys.stage("events", tracker), readers))
     total = 0
     for pattern, head, groups in stages:
         for key in stream_keys(client, pattern, head, ["*"]):

@@ -37,6 +37,7 @@ from common.redis_io import (
     group_state,
     stream_keys,
 )
+from common.settings import events_of
 
 SILENT_AFTER_S = 15.0
 
@@ -67,7 +68,9 @@ def look(client: Client, cfg: StackConfig) -> Look:
             if (info := group_state(client, key, group)) is not None:
                 out.groups[(pool.name, stream)] = info
         for sink in grouped_sinks(cfg):
-            if (info := group_state(client, keys.results(stream), keys.sink_group(sink.name))) is not None:
+            tracker = events_of(sink)
+            read = keys.results(stream) if tracker is None else keys.events(tracker, stream)
+            if (info := group_state(client, read, keys.sink_group(sink.name))) is not None:
                 out.groups[(sink.name, stream)] = info
     for pool in cfg.detector.pools:
         group = keys.detector_group(pool.name)

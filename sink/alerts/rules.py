@@ -1,39 +1,21 @@
-"""Alert rules: which results raise an alert, as pure logic (no Redis, no I/O).
+"""Alert rules: which results, or which of a tracker's events, raise an alert, as pure logic (no Redis, no I/O).
 
-A :class:`RuleBook` holds the rules of one alert sink and the state they keep per (rule, stream, label); feed it
-every result of the watched streams in order with :meth:`RuleBook.evaluate`, and it returns the alerts to raise.
+A :class:`RuleBook` holds the rules of one alert sink over the results and the state they keep per (rule, stream,
+label); feed it every result of the watched streams in order with :meth:`RuleBook.evaluate`, and it returns the
+alerts to raise. :class:`EventRules` holds the rules of a sink reading a tracker's events: they keep no state, since
+the tracker already made one event per object and happening.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
+from common.geometry import inside
 from common.keys import matches
-from common.wire import Alert, Detection, Result
+from common.wire import Alert, Detection, Event, Result
 from sink.alerts import AlertRuleConfig, AlertSinkConfig
-
-Point = tuple[float, float]
-
-
-def inside(point: Point, polygon: Sequence[Point]) -> bool:
-    """Ray casting: True when ``point`` is inside ``polygon`` (any simple polygon, concave too).
-
-    A point exactly on an edge may go either way.
-    """
-    x, y = point
-    result = False
-    j = len(polygon) - 1
-    for i in range(len(polygon)):
-        xi, yi = polygon[i]
-        xj, yj = polygon[j]
-        # Count crossings of a ray going right from the point; the half-open test counts a shared vertex once.
-        if (yi > y) != (yj > y) and x < xi + (y - yi) * (xj - xi) / (yj - yi):
-            result = not result
-        j = i
-    return result
 
 
 @dataclass
@@ -90,9 +72,17 @@ class RuleBook:
       capture time and frame size, and ``raised_ts = now``.
     """
 
+    kind: ClassVar[type[Result]] = Result
+    what: ClassVar[str] = "results"
+
     def __init__(self, cfg: AlertSinkConfig) -> None:
         self.sink = cfg.name
         self._rules = [_Rule(rule) for rule in cfg.rules]
+
+    @staticmethod
+    def mark(result: Result) -> str:
+        """What records a result as handled (in the sink's ``alerted`` set), so that a redelivery alerts once."""
+        return f"{result.stream}/{result.frame_id}"
 
     def evaluate(self, result: Result, now: float) -> list[Alert]:
         """Advance every applicable rule by one result; returns the alerts it raises (rules in config order)."""
@@ -148,3 +138,63 @@ class RuleBook:
             detections=detections,
             actions=list(rule.actions),
         )
+
+
+class EventRules:
+    """The rules of an alert sink that reads a tracker's events (``events_of``).
+
+    Semantics, per rule and event, all conditions given having to hold (an empty list: any):
+
+    - ``matches(event.stream, rule.streams)``; ``event.label`` in ``labels``;
+    - the object's best score so far (``event.best.score``) at least ``min_score``: an object seen well once is
+      that object, though the tracker may follow it through weaker frames;
+    - ``event.event`` in ``events`` (start, update, end); ``event.change`` in ``changes``;
+    - ``zones``: the event is about one of them (its ``zone``: entered, left, loitered in) or its object is in one
+      (its ``zones``); ``event.line`` in ``lines``; ``event.direction`` in ``directions``.
+
+    Each event that a rule matches raises one "on" alert: there is no window and no "off", since the tracker made one
+    event per object and happening already. The alert shows the object at its best: the frame, seq and capture time
+    of ``event.best``, and one detection with the object's label and class, its best score and its box there (what
+    the snapshot action draws).
+    """
+
+    kind: ClassVar[type[Event]] = Event
+    what: ClassVar[str] = "events"
+
+    def __init__(self, cfg: AlertSinkConfig) -> None:
+        self.sink = cfg.name
+        self._rules = list(cfg.rules)
+
+    @staticmethod
+    def mark(event: Event) -> str:
+        """What records an event as handled: its id, the same when a redelivery publishes it again."""
+        return event.event_id
+
+    def evaluate(self, event: Event, now: float) -> list[Alert]:
+        """The alerts one event raises (one per matching rule, in config order)."""
+        return [self._alert(rule, event, now) for rule in self._rules if self.matches(rule, event)]
+
+    @staticmethod
+    def matches(rule: AlertRuleConfig, event: Event) -> bool:
+        """Whether ``event`` passes every condition of ``rule`` (see the class docstring)."""
+        return (
+            matches(event.stream, rule.streams)
+            and (not rule.labels or event.label in rule.labels)
+            and event.best.score >= rule.min_score
+            and (not rule.events or event.event in rule.events)
+            and (not rule.changes or event.change in rule.changes)
+            and (not rule.zones or event.zone in rule.zones or any(z in rule.zones for z in event.zones))
+            and (not rule.lines or event.line in rule.lines)
+            and (not rule.directions or event.direction in rule.directions)
+        )
+
+    def _alert(self, rule: AlertRuleConfig, event: Event, now: float) -> Alert:
+        best = event.best
+        fields: dict[str, Any] = {
+            "sink": self.sink, "rule": rule.name, "stream": event.stream, "label": event.label, "state": "on",
+            "frame_id": best.frame_id, "seq": best.seq, "capture_ts": best.capture_ts, "raised_ts": now,
+            "width": event.width, "height": event.height,
+            "detections": [Detection(label=event.label, class_id=event.class_id, score=best.score, box=best.box)],
+            "actions": list(rule.actions), "event_id": event.event_id,
+        }  # fmt: skip
+        return Alert.model_validate(fields)

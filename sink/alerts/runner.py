@@ -1,4 +1,5 @@
-"""The alert sink's loop: results in, alerts raised onto the alerts stream; each action delivers on its own thread."""
+"""The alert sink's loop: results (or a tracker's events) in, alerts raised onto the alerts stream; each action
+delivers on its own thread."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import logging
 from common.keys import Keys
 from common.redis_io import connect
 from common.service import Context
+from common.wire import Event, Result
 from sink.alerts import AlertSinkConfig
 from sink.alerts.delivery import start_deliveries
 from sink.alerts.raising import Raiser
-from sink.alerts.rules import RuleBook
-from sink.runner import SinkOptions, results_reader
+from sink.alerts.rules import EventRules, RuleBook
+from sink.runner import SinkOptions, events_reader, results_reader
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +22,14 @@ def run(ctx: Context[SinkOptions], sink: AlertSinkConfig) -> int:
     cfg = ctx.config
     keys = Keys(cfg.streams.prefix)
     client = connect(ctx.redis_url, cfg.redis)
-    reader = results_reader(ctx, sink, client)
     deliveries = start_deliveries(client, keys, sink, ctx.options.consumer, cfg.streams.dead_maxlen)
-    raiser = Raiser(RuleBook(sink), reader, keys, sink)
+    raiser: Raiser[Result] | Raiser[Event]
+    if sink.events_of is None:
+        reader = results_reader(ctx, sink, client)
+        raiser = Raiser(RuleBook(sink), reader, keys, sink)
+    else:
+        reader = events_reader(ctx, sink, client, sink.events_of)
+        raiser = Raiser(EventRules(sink), reader, keys, sink)
     while (why := ctx.stop_reason()) is None:
         entries = reader.read()
         if entries:

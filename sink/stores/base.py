@@ -1,11 +1,11 @@
-"""What every store shares: the interface the store runner drives, and its error."""
+"""What every store shares: the interfaces the store runner drives, and its error."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
 
-from common.wire import Result
+from common.wire import Event, Result
 
 
 class StoreError(RuntimeError):
@@ -18,3 +18,10 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release the file or connection."""
+
+
+class EventStore(Store, Protocol):
+    """A store that can keep a tracker's events too (its settings class says ``keeps_events = True``)."""
+
+    def write_events(self, events: Sequence[Event]) -> int:
+        """Store the events durably, idempotent on ``event_id``; returns how many were not stored before."""

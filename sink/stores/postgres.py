@@ -1,4 +1,4 @@
-"""The PostgreSQL store: results and their detections in two tables, with psycopg 3.
+"""The PostgreSQL store: results and their detections in two tables (or a tracker's events), with psycopg 3.
 
 The schema version lives in the table ``streamyolo_schema``; missing migrations are applied in one transaction at
 start, under an advisory lock so that sinks starting together migrate once. A batch is inserted with ``executemany``
@@ -10,21 +10,25 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from common.plugins import STORES
 from common.redact import redact_text
 from common.settings import StoreSettings
-from common.wire import Result
+from common.wire import Event, Result
 from sink.stores.base import StoreError
 from sink.stores.sql import (
     DETECTION_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_ZONE_COLUMNS,
     LATEST,
     RESULT_COLUMNS,
     DetectionQueries,
     detection_rows,
+    event_row,
+    event_zone_rows,
     insert_sql,
     pending_migrations,
     result_row,
@@ -37,14 +41,18 @@ log = logging.getLogger(__name__)
 
 _INSERT_RESULT = insert_sql("results", RESULT_COLUMNS, "%s")
 _INSERT_DETECTION = insert_sql("detections", DETECTION_COLUMNS, "%s")
+_INSERT_EVENT = insert_sql("events", EVENT_COLUMNS, "%s")
+_INSERT_EVENT_ZONE = insert_sql("event_zones", EVENT_ZONE_COLUMNS, "%s")
 _HAS_VERSIONS = "SELECT 1 WHERE to_regclass('streamyolo_schema') IS NOT NULL"
 _MIGRATION_LOCK = 0x73747265616D796F
 """Advisory lock key ("streamyo") shared by every streamyolo migration in a database; migrations are rare and short."""
 
 
 class PostgresSinkConfig(StoreSettings):
-    """Results and their detections in PostgreSQL (psycopg 3), schema created or migrated at start."""
+    """Results and their detections (or a tracker's events) in PostgreSQL (psycopg 3), schema created or migrated at
+    start."""
 
+    keeps_events: ClassVar[bool] = True
     kind: Literal["postgres"] = "postgres"
     url: str = Field(
         description="postgresql:// URL (libpq's other settings, such as PGPASSWORD, apply too).",
@@ -110,25 +118,39 @@ class PostgresStore(DetectionQueries):
         A lost connection is reconnected once and the batch retried: storing is idempotent, so a batch that did
         commit before the connection dropped stores nothing twice. When that fails too, the next write tries again.
         """
-        import psycopg
-
         if not results:
             return 0
         rows = [result_row(r) for r in results]
         detections = [row for r in results for row in detection_rows(r)]
+        return self._store(f"{len(rows)} results", [(_INSERT_RESULT, rows), (_INSERT_DETECTION, detections)])
+
+    def write_events(self, events: Sequence[Event]) -> int:
+        """Store events and their zone rows in one transaction; returns how many events were new. A lost connection
+        is handled as in :meth:`write`."""
+        if not events:
+            return 0
+        rows = [event_row(e) for e in events]
+        zones = [row for e in events for row in event_zone_rows(e)]
+        return self._store(f"{len(rows)} events", [(_INSERT_EVENT, rows), (_INSERT_EVENT_ZONE, zones)])
+
+    def _store(self, what: str, inserts: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+        """Run the inserts in one transaction, reconnecting once when the connection was lost; returns how many rows
+        the first insert stored."""
+        import psycopg
+
         try:
-            return self._insert(rows, detections)
+            return self._insert(inserts)
         except psycopg.OperationalError as exc:
             if not self._conn.closed:  # still connected: the error is not about the connection
                 raise
-            log.warning("%s: connection lost while storing %d results (%s); reconnecting", self.where, len(rows), exc)
+            log.warning("%s: connection lost while storing %s (%s); reconnecting", self.where, what, exc)
         self._conn.close()
         try:
             self._conn = self._connect()
-            return self._insert(rows, detections)
+            return self._insert(inserts)
         except (psycopg.OperationalError, StoreError) as exc:
             raise StoreError(
-                f"{self.where}: lost the connection while storing {len(rows)} results, and storing them again after "
+                f"{self.where}: lost the connection while storing {what}, and storing them again after "
                 f"reconnecting failed: {exc}; check that the server is up and reachable"
             ) from exc
 
@@ -197,11 +219,13 @@ class PostgresStore(DetectionQueries):
                 self._conn.execute("INSERT INTO streamyolo_schema (version) VALUES (%s)", (version,))
         return tuple(version for version, _ in pending)
 
-    def _insert(self, rows: list[tuple[Any, ...]], detections: list[tuple[Any, ...]]) -> int:
+    def _insert(self, inserts: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+        stored = 0
         with self._conn.transaction(), self._conn.cursor() as cursor:
-            cursor.executemany(_INSERT_RESULT, rows)
-            stored = cursor.rowcount
-            cursor.executemany(_INSERT_DETECTION, detections)
+            for i, (statement, rows) in enumerate(inserts):
+                cursor.executemany(statement, rows)
+                if i == 0:
+                    stored = cursor.rowcount
         return stored
 
 

@@ -1,4 +1,5 @@
-"""What the SQLite and PostgreSQL stores share: the schema, rows from a :class:`Result`, and the query text.
+"""What the SQLite and PostgreSQL stores share: the schema, rows from a :class:`Result` or an :class:`Event`, and the
+query text.
 
 The SQL is written once for both databases. ``DOUBLE PRECISION`` and ``BIGINT`` are PostgreSQL types that SQLite
 maps to its REAL and INTEGER affinities, and both accept ``INSERT ... ON CONFLICT DO NOTHING`` (SQLite since 3.24),
@@ -7,16 +8,23 @@ columns are x_min .. y_max because PostgreSQL reserves xmin and xmax for system 
 
 Each detection row repeats its frame's ``seq`` and ``capture_ts`` (results are never updated), so the detections
 query reads one table and its indexes, with no join.
+
+A tracker's events go to ``events``, one row per event (keyed by its deterministic ``event_id``, so a redelivered
+event stores nothing), every field a column of its own (the box as x_min .. y_max, the best shot as best_*), the
+``zones`` list as a JSON array. ``event_zones`` holds one row per (zone, event) for the event's ``zone`` and each of
+its ``zones``: "in a zone" is then one indexed range on both databases, where a JSON or array column would need
+each database's own operators and index kinds.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from common.wire import Box, Result
+from common.wire import BestShot, Box, Change, Event, EventType, Result
 from sink.stores.base import StoreError
 
 Placeholder = Literal["?", "%s"]
@@ -65,6 +73,54 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX detections_stream_time ON detections (stream, capture_ts)",
         "CREATE INDEX detections_label_time ON detections (label, capture_ts)",
     ),
+    # version 2: a tracker's events
+    (
+        """CREATE TABLE events (
+            event_id TEXT NOT NULL PRIMARY KEY,
+            tracker TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            event TEXT NOT NULL,
+            change TEXT,
+            zone TEXT,
+            line TEXT,
+            direction TEXT,
+            track_id BIGINT NOT NULL,
+            label TEXT NOT NULL,
+            class_id INTEGER NOT NULL,
+            frame_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            capture_ts DOUBLE PRECISION NOT NULL,
+            score DOUBLE PRECISION NOT NULL,
+            x_min DOUBLE PRECISION NOT NULL,
+            y_min DOUBLE PRECISION NOT NULL,
+            x_max DOUBLE PRECISION NOT NULL,
+            y_max DOUBLE PRECISION NOT NULL,
+            first_seen_ts DOUBLE PRECISION NOT NULL,
+            last_seen_ts DOUBLE PRECISION NOT NULL,
+            duration_s DOUBLE PRECISION NOT NULL,
+            zones TEXT NOT NULL,
+            best_frame_id TEXT NOT NULL,
+            best_seq BIGINT NOT NULL,
+            best_capture_ts DOUBLE PRECISION NOT NULL,
+            best_score DOUBLE PRECISION NOT NULL,
+            best_x_min DOUBLE PRECISION NOT NULL,
+            best_y_min DOUBLE PRECISION NOT NULL,
+            best_x_max DOUBLE PRECISION NOT NULL,
+            best_y_max DOUBLE PRECISION NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL
+        )""",
+        "CREATE INDEX events_time ON events (capture_ts)",
+        "CREATE INDEX events_stream_time ON events (stream, capture_ts)",
+        "CREATE INDEX events_label_time ON events (label, capture_ts)",
+        """CREATE TABLE event_zones (
+            zone TEXT NOT NULL,
+            capture_ts DOUBLE PRECISION NOT NULL,
+            event_id TEXT NOT NULL REFERENCES events (event_id) ON DELETE CASCADE,
+            PRIMARY KEY (zone, capture_ts, event_id)
+        )""",
+        "CREATE INDEX event_zones_event ON event_zones (event_id)",  # deleting events finds their zone rows
+    ),
 )
 """The schema, one tuple of statements per version; version N is ``MIGRATIONS[N - 1]``. Only ever append."""
 
@@ -101,6 +157,37 @@ DETECTION_COLUMNS = (
     "y_max",
 )
 _QUERY_COLUMNS = tuple(c for c in DETECTION_COLUMNS if c != "idx")
+BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+EVENT_COLUMNS = (
+    "event_id",
+    "tracker",
+    "stream",
+    "event",
+    "change",
+    "zone",
+    "line",
+    "direction",
+    "track_id",
+    "label",
+    "class_id",
+    "frame_id",
+    "seq",
+    "capture_ts",
+    "score",
+    *BOX_COLUMNS,
+    "first_seen_ts",
+    "last_seen_ts",
+    "duration_s",
+    "zones",
+    "best_frame_id",
+    "best_seq",
+    "best_capture_ts",
+    "best_score",
+    *(f"best_{c}" for c in BOX_COLUMNS),
+    "width",
+    "height",
+)
+EVENT_ZONE_COLUMNS = ("zone", "capture_ts", "event_id")
 
 
 @dataclass(frozen=True)
@@ -163,6 +250,108 @@ def detection_rows(result: Result) -> list[tuple[Any, ...]]:
     ]
 
 
+def event_row(event: Event) -> tuple[Any, ...]:
+    """The ``events`` row of an event, in :data:`EVENT_COLUMNS` order."""
+    e, best = event, event.best
+    return (
+        e.event_id,
+        e.tracker,
+        e.stream,
+        e.event,
+        e.change,
+        e.zone,
+        e.line,
+        e.direction,
+        e.track_id,
+        e.label,
+        e.class_id,
+        e.frame_id,
+        e.seq,
+        e.capture_ts,
+        e.score,
+        *e.box,
+        e.first_seen_ts,
+        e.last_seen_ts,
+        e.duration_s,
+        json.dumps(e.zones),
+        best.frame_id,
+        best.seq,
+        best.capture_ts,
+        best.score,
+        *best.box,
+        e.width,
+        e.height,
+    )
+
+
+def event_zone_rows(event: Event) -> list[tuple[Any, ...]]:
+    """The ``event_zones`` rows of an event: its ``zone`` and each of its ``zones``, once each."""
+    zones = ([] if event.zone is None else [event.zone]) + event.zones
+    return [(zone, event.capture_ts, event.event_id) for zone in dict.fromkeys(zones)]
+
+
+def stored_event(row: Sequence[Any]) -> Event:
+    """A row of the :func:`events_query` (:data:`EVENT_COLUMNS`) as the :class:`Event` that was stored."""
+    values = dict(zip(EVENT_COLUMNS, row, strict=True))
+    box = tuple(values.pop(c) for c in BOX_COLUMNS)
+    best = {c: values.pop(f"best_{c}") for c in ("frame_id", "seq", "capture_ts", "score")}
+    best_box = tuple(values.pop(f"best_{c}") for c in BOX_COLUMNS)
+    zones = json.loads(values.pop("zones"))
+    return Event.model_validate({
+        **values, "box": box, "zones": zones, "best": BestShot.model_validate({**best, "box": best_box}),
+    })  # fmt: skip
+
+
+def events_query(
+    placeholder: Placeholder,
+    *,
+    label: str | None,
+    zone: str | None,
+    since: float | None,
+    until: float | None,
+    stream: str | None,
+    event: EventType | None,
+    change: Change | None,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The query text and parameters for events whose frame was captured in [since, until), oldest first.
+
+    ``zone`` matches an event about that zone (entered, left, loitered in: its ``zone``) or of an object in it (in its
+    ``zones``), through ``event_zones``. Events of one frame come by stream and track, then in the order each track
+    had them (ids end with a counter: the shorter id is the earlier one, within a track).
+    """
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more, got {limit}")
+    conditions: list[str] = []
+    params: list[Any] = []
+    for condition, value in (
+        ("stream =", stream),
+        ("capture_ts >=", since),
+        ("capture_ts <", until),
+        ("label =", label),
+        ("event =", event),
+        ("change =", change),
+    ):
+        if value is not None:
+            conditions.append(f"{condition} {placeholder}")
+            params.append(value)
+    if zone is not None:
+        # The time bounds again inside: the subquery is then one range of event_zones' primary key.
+        inner = [f"zone = {placeholder}"]
+        params.append(zone)
+        for condition, value in (("capture_ts >=", since), ("capture_ts <", until)):
+            if value is not None:
+                inner.append(f"{condition} {placeholder}")
+                params.append(value)
+        conditions.append(f"event_id IN (SELECT event_id FROM event_zones WHERE {' AND '.join(inner)})")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    text = (
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM events{where}"
+        f" ORDER BY capture_ts, stream, track_id, length(event_id), event_id LIMIT {placeholder}"
+    )
+    return text, [*params, limit]
+
+
 def detections_query(
     placeholder: Placeholder,
     *,
@@ -205,13 +394,17 @@ def stored_detection(row: Sequence[Any]) -> StoredDetection:
 
 
 class DetectionQueries(ABC):
-    """The query helper both SQL stores offer; each says its placeholder and runs the text."""
+    """The query helpers both SQL stores offer (detections, events); each says its placeholder and runs the text."""
 
     placeholder: ClassVar[Placeholder]
 
     @abstractmethod
     def _rows(self, text: str, params: list[Any]) -> Iterable[Sequence[Any]]:
         """Run a query on the store's connection."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the file or connection."""
 
     def detections(
         self,
@@ -226,3 +419,22 @@ class DetectionQueries(ABC):
             self.placeholder, stream=stream, since=since, until=until, label=label, limit=limit
         )
         return [stored_detection(row) for row in self._rows(text, params)]
+
+    def events(
+        self,
+        label: str | None = None,
+        zone: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        stream: str | None = None,
+        event: EventType | None = None,
+        change: Change | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events whose frame was captured in [since, until), oldest first; of one label, about or in one zone (its
+        ``zone`` or one of its ``zones``), of one stream, of one kind (start, update, end) and change, if given."""
+        text, params = events_query(
+            self.placeholder, label=label, zone=zone, since=since, until=until, stream=stream, event=event,
+            change=change, limit=limit,
+        )  # fmt: skip
+        return [stored_event(row) for row in self._rows(text, params)]

@@ -1,4 +1,5 @@
-"""The SQLite store: results and their detections in one database file (WAL), with the standard library's sqlite3.
+"""The SQLite store: results and their detections, or a tracker's events, in one database file (WAL), with the
+standard library's sqlite3.
 
 The schema version lives in ``PRAGMA user_version``; missing migrations are applied in one transaction at start.
 """
@@ -9,20 +10,24 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from common.plugins import STORES
 from common.settings import ConfigPath, StoreSettings
-from common.wire import Result
+from common.wire import Event, Result
 from sink.stores.base import StoreError
 from sink.stores.sql import (
     DETECTION_COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_ZONE_COLUMNS,
     LATEST,
     RESULT_COLUMNS,
     DetectionQueries,
     detection_rows,
+    event_row,
+    event_zone_rows,
     insert_sql,
     pending_migrations,
     result_row,
@@ -30,11 +35,15 @@ from sink.stores.sql import (
 
 _INSERT_RESULT = insert_sql("results", RESULT_COLUMNS, "?")
 _INSERT_DETECTION = insert_sql("detections", DETECTION_COLUMNS, "?")
+_INSERT_EVENT = insert_sql("events", EVENT_COLUMNS, "?")
+_INSERT_EVENT_ZONE = insert_sql("event_zones", EVENT_ZONE_COLUMNS, "?")
 
 
 class SqliteSinkConfig(StoreSettings):
-    """Results and their detections in an SQLite database (WAL), created or migrated at start."""
+    """Results and their detections (or a tracker's events) in an SQLite database (WAL), created or migrated at
+    start."""
 
+    keeps_events: ClassVar[bool] = True
     kind: Literal["sqlite"] = "sqlite"
     path: ConfigPath = Field(description="Database file; created with its folder if missing.")
     busy_timeout_s: float = Field(10.0, gt=0, le=600, description="Wait this long for another writer's lock.")
@@ -102,6 +111,15 @@ class SqliteStore(DetectionQueries):
         with self._transaction():
             stored = self._db.executemany(_INSERT_RESULT, [result_row(r) for r in results]).rowcount
             self._db.executemany(_INSERT_DETECTION, [row for r in results for row in detection_rows(r)])
+        return stored
+
+    def write_events(self, events: Sequence[Event]) -> int:
+        """Store events and their zone rows in one transaction; returns how many events were new."""
+        if not events:
+            return 0
+        with self._transaction():
+            stored = self._db.executemany(_INSERT_EVENT, [event_row(e) for e in events]).rowcount
+            self._db.executemany(_INSERT_EVENT_ZONE, [row for e in events for row in event_zone_rows(e)])
         return stored
 
     def _rows(self, text: str, params: list[Any]) -> Iterable[Sequence[Any]]:

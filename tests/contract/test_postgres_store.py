@@ -1,4 +1,5 @@
-"""The PostgreSQL store against a real server: schema, idempotent writes, queries, concurrent start, reconnects.
+"""The PostgreSQL store against a real server: schema, idempotent writes, queries, concurrent start, reconnects; a
+tracker's events (idempotent on event_id, the events query and its indexes, migration from the results-only schema).
 
 The server is the one at STREAMYOLO_PG_URL (default: a local PostgreSQL, database ``test``, trust auth); the tests are
 skipped when it is not reachable. Each test works in a schema of its own, dropped afterwards.
@@ -17,9 +18,19 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sink.stores import StoreError
+from sink.stores import StoreError, events
 from sink.stores.postgres import PostgresSinkConfig, PostgresStore
-from sink.stores.sql import LATEST, TIMING_COLUMNS, StoredDetection
+from sink.stores.sql import (
+    LATEST,
+    MIGRATIONS,
+    RESULT_COLUMNS,
+    TIMING_COLUMNS,
+    StoredDetection,
+    events_query,
+    insert_sql,
+    result_row,
+)
+from tests.unit.test_event_stores import E1, E2, E4, E5, E6, EVENTS, check_query_filters, event
 from tests.unit.test_stores import BATCH, T0, result
 
 pytestmark = pytest.mark.postgres
@@ -76,7 +87,7 @@ def test_schema_created_in_its_own_schema(pg_url: str, schema: str, admin: psyco
         row[0]
         for row in admin.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))
     }
-    assert tables == {"results", "detections", "streamyolo_schema"}
+    assert tables == {"results", "detections", "events", "event_zones", "streamyolo_schema"}
     versions = admin.execute(sql.SQL("SELECT version FROM {}.streamyolo_schema").format(sql.Identifier(schema)))
     assert [v for (v,) in versions] == list(range(1, LATEST + 1))
     again = PostgresStore(cfg(pg_url), schema=schema)
@@ -195,3 +206,73 @@ def test_failed_reconnect_is_a_clear_error_and_the_next_write_reconnects(
     finally:
         admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
         admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# ---------------------------------------------------------------------------------------------------- events
+@pytest.fixture
+def event_store(pg_url: str, schema: str) -> Iterator[PostgresStore]:
+    s = PostgresStore(PostgresSinkConfig(name="pg", url=pg_url, connect_timeout_s=2, events_of="trk"), schema=schema)
+    assert s.write_events(EVENTS[::-1]) == len(EVENTS)  # newest first: only the query's ORDER BY gives the order
+    yield s
+    s.close()
+
+
+def test_events_are_stored_once_and_read_back_whole(
+    event_store: PostgresStore, schema: str, admin: psycopg.Connection[tuple[Any, ...]]
+) -> None:
+    assert event_store.write_events(EVENTS) == 0
+    again = event(n=5, kind="update", at=6, change="loiter", zone="door", zones=("door",))
+    assert event_store.write_events([E1, again, again]) == 1  # a redelivery, and one id twice in a batch
+    assert (count(admin, schema, "events"), count(admin, schema, "event_zones")) == (len(EVENTS) + 1, 5 + 1)
+    assert event_store.events(until=T0 + 6) == EVENTS  # every field, None ones, zones and best shot included
+
+
+def test_events_query_filters_order_and_indexes(event_store: PostgresStore, pg_url: str, schema: str) -> None:
+    check_query_filters(event_store)
+    same_frame = [event(track=3, n=n, kind="update", at=7, change="loiter", zone=f"z{n}") for n in range(11)]
+    event_store.write_events(same_frame[::-1])
+    assert [e.event_id for e in event_store.events(since=T0 + 7)] == [e.event_id for e in same_frame]  # 9 before 10
+    reader = PostgresStore.open(pg_url, schema=schema)
+    try:
+        assert events(reader, label="person", zone="door") == [E2, E4, E5, E6]
+    finally:
+        reader.close()
+    event_store._conn.execute("SET enable_seqscan = off")  # a few rows: the planner would scan; ask what it can use
+    text, params = events_query("%s", label="person", zone="door", since=T0, until=T0 + 9, stream=None, event=None,
+                                change=None, limit=10)  # fmt: skip
+    plan = " ".join(row[0] for row in event_store._conn.execute(f"EXPLAIN {text}", params))
+    assert "events_label_time" in plan and "event_zones_pkey" in plan, plan
+
+
+def test_a_results_schema_is_migrated_and_keeps_its_results(
+    pg_url: str, schema: str, admin: psycopg.Connection[tuple[Any, ...]]
+) -> None:
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    with psycopg.connect(pg_url, autocommit=True) as old:
+        old.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        old.execute("CREATE TABLE streamyolo_schema (version INTEGER PRIMARY KEY)")
+        for statement in MIGRATIONS[0]:  # the schema before events (version 1), with results in it
+            old.execute(statement)
+        old.execute("INSERT INTO streamyolo_schema VALUES (1)")
+        with old.cursor() as cursor:
+            cursor.executemany(insert_sql("results", RESULT_COLUMNS, "%s"), [result_row(r) for r in BATCH])
+    with pytest.raises(StoreError, match=r"schema version 1, this streamyolo reads 2: start its postgres sink once"):
+        PostgresStore.open(pg_url, schema=schema)
+    s = PostgresStore(cfg(pg_url), schema=schema)
+    try:
+        assert s.migrated == (2,) == tuple(range(2, LATEST + 1))
+        assert s.write(BATCH) == 0  # the results are still there
+        assert s.write_events(EVENTS) == len(EVENTS)
+    finally:
+        s.close()
+    assert count(admin, schema, "results") == 4
+
+
+def test_lost_connection_while_storing_events_is_reconnected(
+    event_store: PostgresStore, schema: str, admin: psycopg.Connection[tuple[Any, ...]]
+) -> None:
+    old = terminate(admin, event_store)
+    extra = event(n=5, kind="update", at=6, change="loiter", zone="door", zones=("door",))
+    assert event_store.write_events([*EVENTS, extra]) == 1
+    assert event_store._conn.info.backend_pid != old
+    assert count(admin, schema, "events") == len(EVENTS) + 1

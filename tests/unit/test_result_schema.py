@@ -16,7 +16,19 @@ import umsgpack  # type: ignore[import-untyped]
 from pydantic import BaseModel
 
 from common.keys import Keys
-from common.wire import VERSION, Alert, Detection, Frame, Result, Timings, encode
+from common.wire import (
+    VERSION,
+    Alert,
+    BestShot,
+    Detection,
+    Event,
+    Frame,
+    Result,
+    Timings,
+    TrackedObject,
+    Tracks,
+    encode,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "result-schema.md"
 
@@ -78,6 +90,41 @@ def frame() -> Frame:
         image_height=360,
         data=b"\xff\xd8\x00\x01jpeg",
     )
+
+
+def tracks() -> Tracks:
+    obj = TrackedObject(track_id=7, label="person", class_id=0, score=0.75, box=(1.5, 2.0, 30.25, 40.0))
+    return Tracks(
+        tracker="objects", frame_id="1700000000500-3", stream="cam-1.north", seq=42, capture_ts=1_700_000_000.5,
+        width=1920, height=1080, objects=[obj], untracked=2, skipped=1,
+    )  # fmt: skip
+
+
+def event() -> Event:
+    best = BestShot(frame_id="1700000000400-0", seq=40, capture_ts=1_700_000_000.25, score=0.9, box=(1.0, 2, 3, 4))
+    return Event(
+        event_id="objects:cam-1.north:7:2", tracker="objects", stream="cam-1.north", event="update",
+        change="line_cross", zone=None, line="gate", direction="in", track_id=7, label="person", class_id=0,
+        frame_id="1700000000500-3", seq=42, capture_ts=1_700_000_000.5, score=0.75, box=(1.5, 2.0, 30.25, 40.0),
+        first_seen_ts=1_700_000_000.0, last_seen_ts=1_700_000_000.5, duration_s=0.5, zones=["door"], best=best,
+        width=1920, height=1080,
+    )  # fmt: skip
+
+
+def test_tracks_and_events_decode_field_for_field_with_an_independent_msgpack() -> None:
+    body = umsgpack.unpackb(encode(tracks()))
+    assert set(body) == {"v", "type", *Tracks.model_fields} and body["type"] == "tracks"
+    assert body["objects"] == [{"track_id": 7, "label": "person", "class_id": 0, "score": 0.75,
+                                "box": [1.5, 2.0, 30.25, 40.0]}]  # fmt: skip
+    check_types(body, Tracks)
+    check_types(body["objects"][0], TrackedObject)
+    body = umsgpack.unpackb(encode(event()))
+    assert set(body) == {"v", "type", *Event.model_fields}
+    assert (body["type"], body["event"], body["change"], body["zone"]) == ("event", "update", "line_cross", None)
+    assert body["best"] == {"frame_id": "1700000000400-0", "seq": 40, "capture_ts": 1_700_000_000.25, "score": 0.9,
+                            "box": [1.0, 2.0, 3.0, 4.0]}  # fmt: skip
+    check_types(body, Event)
+    check_types(body["best"], BestShot)
 
 
 def expected_detection(d: Detection) -> dict[str, Any]:
@@ -146,6 +193,7 @@ def test_an_alert_decodes_field_for_field_with_an_independent_msgpack() -> None:
         "height": 1080,
         "detections": [expected_detection(DETECTIONS[0])],
         "actions": ["webhook", "log"],
+        "event_id": None,
     }
     check_types(body, Alert)
 
@@ -182,6 +230,10 @@ MODELS: dict[str, type[BaseModel]] = {
     "Timings": Timings,
     "Alert": Alert,
     "Frame": Frame,
+    "Tracks": Tracks,
+    "TrackedObject": TrackedObject,
+    "Event": Event,
+    "BestShot": BestShot,
 }
 
 # What each documented msgpack type decodes to.
@@ -211,7 +263,11 @@ def test_the_doc_states_each_fields_msgpack_type_as_decoded() -> None:
         "Result": umsgpack.unpackb(encode(result())),
         "Alert": umsgpack.unpackb(encode(alert())),
         "Frame": umsgpack.unpackb(encode(frame())),
+        "Tracks": umsgpack.unpackb(encode(tracks())),
+        "Event": umsgpack.unpackb(encode(event())),
     }
+    samples["TrackedObject"] = samples["Tracks"]["objects"][0]
+    samples["BestShot"] = samples["Event"]["best"]
     samples["Timings"] = samples["Result"]["timings"]
     samples["Detection"] = samples["Result"]["detections"][0]
     tables = doc_tables()
@@ -226,4 +282,8 @@ def test_the_doc_states_the_envelope_and_the_key_names() -> None:
     assert envelope == {"v": "int", "type": "str"}
     keys = Keys("{prefix}")
     documented = {r[0] for r in tables["Keys"]}
-    assert documented == {keys.results("{stream}"), keys.frames("{stream}"), keys.alerts("{sink}"), keys.dead_letters()}
+    assert documented == {
+        keys.results("{stream}"), keys.frames("{stream}"), keys.alerts("{sink}"), keys.dead_letters(),
+        keys.tracks("{tracker}", "{stream}"), keys.events("{tracker}", "{stream}"),
+        keys.counts("{tracker}", "{stream}"),
+    }  # fmt: skip

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from common.geometry import inside
 from common.wire import Alert, Detection, Result, Timings
 from sink.alerts import AlertSinkConfig
-from sink.alerts.rules import RuleBook, inside
+from sink.alerts.rules import RuleBook
 
 T0 = 1_700_000_000.0
 WIDTH, HEIGHT = 200, 100
