@@ -13,6 +13,8 @@ loss and recreates lost groups by itself.
 - ``follow``: following streams with plain XREAD, no group.
 - ``frames``: the frames writer ingest's publisher uses.
 - ``hashes``: the small hashes beside the streams (beacons, tallies).
+- ``media``: frames read back by time, for clips (entries between two moments, the oldest kept).
+- ``leases``: one owner at a time (a tracker's cameras), live members, and writes fenced by a lease.
 
 ``common.metrics`` imports nothing of this package (its group collector takes any reader with ``positions()``),
 so that this package may count dead letters there without an import cycle.
@@ -44,6 +46,7 @@ from common.redis_io.inspect import (
     group_states,
     outstanding,
 )
+from common.redis_io.media import entries_between, oldest_id
 from common.redis_io.streams import newest, read_entry, remove_prefix, reply_entries, stream_keys, text
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     "delete_field",
     "ensure_group",
     "entries_added",
+    "entries_between",
     "fields",
     "follow",
     "frame_reader",
@@ -78,6 +82,7 @@ __all__ = [
     "group_states",
     "newest",
     "newest_payloads",
+    "oldest_id",
     "outstanding",
     "ping",
     "read_entry",

@@ -3,7 +3,9 @@
 The whole stack (two synthetic cameras, the detector with the bundled demo model, the web sink) runs on an
 embedded server; the page must list both streams with their fps, switch between them, show frames with the boxes
 drawn (found in a screenshot by their colour, which the synthetic frames never contain) and list the detections.
-A second test feeds hostile labels straight into Redis: they must show as text, never as markup."""
+A second test feeds hostile labels straight into Redis: they must show as text, never as markup. A third drives a
+tracker's tracks and events into Redis and logs in through the form: the grid shows each camera with its track ids
+and boxes, the events list their snapshots (or why one is gone) and clips, and nothing is served without a session."""
 
 from __future__ import annotations
 
@@ -35,7 +37,20 @@ from selenium.webdriver.support.wait import WebDriverWait
 from common.embedded import EmbeddedServer
 from common.keys import Keys
 from common.redis_io import connect, read_entry
-from common.wire import FIELD, Detection, Frame, Result, Timings, decode, encode
+from common.wire import (
+    FIELD,
+    BestShot,
+    Detection,
+    Event,
+    Frame,
+    Result,
+    Timings,
+    TrackedObject,
+    Tracks,
+    decode,
+    encode,
+)
+from sink.web.auth import hash_password
 from tests.conftest import ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(480)]
@@ -326,3 +341,193 @@ def test_labels_are_shown_as_text_the_port_is_checked_and_the_bounded_mode_ends_
         assert "stopping (idle for 3 s)" in procs.log("web")
         client.close()
         procs.kill_all()
+
+
+# ---------------------------------------------------------------------------------------------------- tracker, login
+USERS_ENV = "STREAMYOLO_TEST_WEB_USERS"
+
+
+class TrackerFeed:
+    """Frames of two cameras, each with the tracks of two objects moving across and their events, written into a
+    real server as the tracker sink would: a Tracks message per frame, a start event per object, a line crossing,
+    and an event whose best frame was trimmed away long ago."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client, self.keys = client, keys
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        first: dict[str, tuple[str, float]] = {}
+        seq = 0
+        while not self.stop.wait(0.25):
+            for camera, track_ids in (("east", (1, 2)), ("west", (7, 8))):
+                self.push(camera, seq, track_ids, first)
+            seq += 1
+
+    def push(self, camera: str, seq: int, track_ids: tuple[int, int], first: dict[str, tuple[str, float]]) -> None:
+        now = time.time()
+        image = np.full((240, 320, 3), 90, np.uint8)
+        x = 20 + (seq * 6) % 200
+        boxes = {track_ids[0]: (x, 40, x + 60, 120), track_ids[1]: (200 - x // 2, 130, 260 - x // 2, 220)}
+        for x1, y1, x2, y2 in boxes.values():
+            cv2.rectangle(image, (x1, y1), (x2, y2), (200, 200, 200), cv2.FILLED)
+        frame = Frame(
+            stream=camera, seq=seq, capture_ts=now, width=320, height=240, encoding="jpeg", image_width=320,
+            image_height=240, data=cv2.imencode(".jpg", image)[1].tobytes(),
+        )  # fmt: skip
+        frame_id = self.client.xadd(self.keys.frames(camera), {FIELD: encode(frame)}, maxlen=500).decode()
+        first.setdefault(camera, (frame_id, now))
+        objects = [
+            TrackedObject(track_id=t, label="person" if t % 2 else "car", class_id=0, score=0.9, box=box)
+            for t, box in boxes.items()
+        ]
+        tracks = Tracks(tracker="trk", frame_id=frame_id, stream=camera, seq=seq, capture_ts=now, width=320,
+                        height=240, objects=objects, untracked=0, skipped=0)  # fmt: skip
+        self.client.xadd(self.keys.tracks("trk", camera), {FIELD: encode(tracks)})
+        best_id, first_ts = first[camera]
+        if seq in (1, 8):
+            for obj in objects:
+                n = 0 if seq == 1 else 1
+                extra: dict[str, Any] = {"event": "start"} if n == 0 else {
+                    "event": "update", "change": "line_cross", "line": "door", "direction": "in"}  # fmt: skip
+                self.event(camera, obj, n, frame_id, seq, now, first_ts, best_id, extra)
+        if seq == 2:  # its best frame is long gone from the frames stream
+            ghost = TrackedObject(track_id=99, label="dog", class_id=0, score=0.7, box=(10, 10, 50, 50))
+            self.event(camera, ghost, 0, frame_id, seq, now, first_ts, "1-0", {"event": "start"})
+
+    def event(self, camera: str, obj: TrackedObject, n: int, frame_id: str, seq: int, now: float, first_ts: float,
+              best_id: str, extra: dict[str, Any]) -> None:  # fmt: skip
+        event = Event.model_validate({
+            "event_id": f"trk:{camera}:{obj.track_id}:{n}", "tracker": "trk", "stream": camera,
+            "track_id": obj.track_id, "label": obj.label, "class_id": 0, "frame_id": frame_id, "seq": seq,
+            "capture_ts": now, "score": obj.score, "box": obj.box, "first_seen_ts": first_ts, "last_seen_ts": now,
+            "duration_s": now - first_ts, "zones": [], "width": 320, "height": 240,
+            "best": BestShot(frame_id=best_id, seq=0, capture_ts=first_ts, score=obj.score, box=obj.box), **extra,
+        })  # fmt: skip
+        self.client.xadd(self.keys.events("trk", camera), {FIELD: encode(event)})
+
+
+def grid(driver: WebDriver) -> dict[str, Any]:
+    """What the tracker's page shows now."""
+    state: dict[str, Any] = driver.execute_script(
+        """
+        const tiles = Array.from(document.querySelectorAll("#grid figure"));
+        return {
+          tracking: !document.getElementById("tracking").hidden,
+          single: !document.getElementById("single").hidden,
+          tiles: tiles.map((t) => t.dataset.stream),
+          ids: Object.fromEntries(tiles.map((t) => [t.dataset.stream, t.querySelector(".track-ids").textContent])),
+          counts: Object.fromEntries(tiles.map((t) => [t.dataset.stream, t.querySelector(".counts").textContent])),
+          loaded: tiles.every((t) => { const i = t.querySelector("img"); return i.complete && i.naturalWidth > 0; }),
+          events: Array.from(document.querySelectorAll("#events-body tr")).map((r) =>
+            Array.from(r.cells).slice(0, 7).map((c) => c.textContent)),
+          shots: Array.from(document.querySelectorAll("#events-body img")).filter(
+            (i) => i.complete && i.naturalWidth > 0).length,
+          gone: Array.from(document.querySelectorAll("#events-body .gone")).map((g) => g.textContent),
+          clips: Array.from(document.querySelectorAll("#events-body a.clip")).map((a) => a.getAttribute("href")),
+          user: document.getElementById("user").textContent,
+          logout: !document.getElementById("logout").hidden,
+        };
+        """
+    )
+    return state
+
+
+def test_the_tracker_grid_behind_a_login(tmp_path: Path, chrome: WebDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv(USERS_ENV, f"ops:{hash_password('open sesame', n=2**14)}")
+    config = tmp_path / "stack.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        streams: {{prefix: web}}
+        sinks:
+          - {{kind: web, name: view, port: {port}, block_ms: 200, tracker: trk, trail: 8,
+              auth: {{users_env: {USERS_ENV}}}}}
+        """))  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with EmbeddedServer(tmp_path / "v.sock") as server:
+        procs = Procs(tmp_path, config, server.url)
+        client: redis.Redis = connect(server.url)
+        feed = TrackerFeed(client, Keys("web"))
+        client.hset(Keys("web").counts("trk", "east"), mapping={"person:started": 1, "car:started": 1, "note": "x"})
+        try:
+            web = procs.start("web", "sink", "--sink", "view", "--duration", "200")
+            feed.thread.start()
+            deadline = time.monotonic() + 60
+            while True:  # up once the login form answers
+                assert web.poll() is None and time.monotonic() < deadline, procs.log("web")
+                try:
+                    if httpx.get(f"{base}/login", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            # Nothing but the form without a session: no API, no page, no static file, no frame.
+            for path in ("/api/streams", "/api/events", "/api/streams/east/tracks.jpg", "/api/me"):
+                assert httpx.get(base + path).status_code == 401, path
+            for path in ("/", "/static/view.js"):
+                refused = httpx.get(base + path)
+                assert refused.status_code == 303 and refused.headers["location"] == "/login", path
+
+            chrome.get(base + "/")
+            wait(chrome, lambda d: d.current_url == base + "/login", "the redirect to the login page")
+            chrome.find_element(By.ID, "user").send_keys("ops")
+            chrome.find_element(By.ID, "password").send_keys("wrong")
+            chrome.find_element(By.ID, "login").click()
+            message = "const m = document.getElementById('message'); return m ? m.textContent : '';"  # no stale node
+            wait(chrome, lambda d: "wrong user name or password" in d.execute_script(message),
+                 "the wrong password refused")  # fmt: skip
+            chrome.find_element(By.ID, "user").send_keys("ops")
+            chrome.find_element(By.ID, "password").send_keys("open sesame")
+            chrome.find_element(By.ID, "login").click()
+            wait(chrome, lambda d: d.current_url == base + "/", "the page after the login")
+            cookies = {c["name"]: c for c in chrome.get_cookies()}
+            session = cookies["__Host-streamyolo-session"]
+            assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
+
+            now = wait(chrome, lambda d: (s := grid(d))["tiles"] == ["east", "west"] and s["loaded"]
+                       and "#1 person" in s["ids"]["east"] and "#8 car" in s["ids"]["west"] and s,
+                       "the grid")  # fmt: skip
+            assert now["tracking"] and not now["single"] and now["user"] == "ops" and now["logout"]
+            events = wait(chrome, lambda d: (s := grid(d))["shots"] >= 4 and len(s["gone"]) == 2
+                          and any("line cross" in " ".join(r) for r in s["events"]) and s, "the events")  # fmt: skip
+            rows = {(r[1], r[4], r[2]) for r in events["events"]}
+            assert {("east", "#1", "start"), ("west", "#8", "start"), ("east", "#2", "update: line cross")} <= rows
+            assert ("west", "#99", "start") in rows and all("frames_maxlen" in g for g in events["gone"])
+            counted = wait(chrome, lambda d: (s := grid(d))["counts"]["east"] and s, "the counts")
+            assert counted["counts"] == {"east": "car:started 1 \u00b7 person:started 1", "west": ""}
+            crossing = next(r for r in events["events"] if r[2] == "update: line cross")
+            assert crossing[5] == "line door (in)" and crossing[6].endswith(" s")
+
+            # The tiles' boxes, in the screenshot: red, which the frames never hold.
+            tile = chrome.find_element(By.CSS_SELECTOR, "#tile-east img").rect
+            png = chrome.get_screenshot_as_png()
+            (tmp_path / "tracker_view.png").write_bytes(png)
+            shot = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+            x, y, w, h = (round(tile[k]) for k in ("x", "y", "width", "height"))
+            assert w >= 200 and int(is_box_red(shot[y : y + h, x : x + w]).sum()) > 200
+
+            # The clip of an event, fetched with the page's session: an MP4.
+            href = next(h for h in events["clips"] if "/east/trk%3Aeast%3A1%3A0/" in h)
+            fetched: dict[str, Any] = chrome.execute_async_script(
+                """
+                const done = arguments[arguments.length - 1];
+                fetch(arguments[0]).then(async (r) => done({status: r.status, type: r.headers.get("content-type"),
+                  head: Array.from(new Uint8Array(await r.arrayBuffer()).slice(4, 8))}));
+                """,
+                href,
+            )  # fmt: skip
+            assert fetched == {"status": 200, "type": "video/mp4", "head": list(b"ftyp")}, fetched
+            # But the wrong password's 401 and the 404s of the snapshots whose frames are gone, nothing failed.
+            expected = (f"{base}/login - ", "trk%3Aeast%3A99%3A0/snapshot.jpg", "trk%3Awest%3A99%3A0/snapshot.jpg")
+            assert [e for e in console_errors(chrome) if not any(x in e for x in expected)] == []
+
+            chrome.find_element(By.CSS_SELECTOR, "#logout button").click()
+            wait(chrome, lambda d: d.current_url == base + "/login", "the logout")
+            chrome.get(base + "/api/streams")
+            assert "log in first" in chrome.find_element(By.TAG_NAME, "body").text
+        finally:
+            feed.stop.set()
+            feed.thread.join(5)
+            procs.kill_all()
+            client.close()

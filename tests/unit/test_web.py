@@ -1,5 +1,6 @@
 """The web view's state and app, without a server: rates and latency from results on a fake clock, the API's
-answers (unknown streams, refused names), and frames drawn with their boxes (read back through fakeredis)."""
+answers (unknown streams, refused names), and frames drawn with their boxes (read back through fakeredis); with a
+tracker, the trails, the events list, the grid's tiles, the events' snapshots and clips. (The login: test_web_auth.)"""
 
 from __future__ import annotations
 
@@ -17,10 +18,24 @@ import sink.web
 from common.config import ConfigError, parse_config
 from common.keys import Keys
 from common.redis_io import frame_reader
-from common.wire import FIELD, Detection, Frame, Result, Timings, encode
+from common.wire import (
+    FIELD,
+    BestShot,
+    Box,
+    Detection,
+    Event,
+    EventType,
+    Frame,
+    Result,
+    Timings,
+    TrackedObject,
+    Tracks,
+    encode,
+)
+from sink.clips import ClipError
 from sink.draw import BOX_COLOUR
 from sink.web import WebSinkConfig
-from sink.web.app import create_app
+from sink.web.app import ClipMaker, Counts, clip_span, create_app
 from sink.web.view import View
 
 PREFIX = "webt"
@@ -268,3 +283,205 @@ def test_the_web_sink_config_has_defaults_and_bounds() -> None:
         assert field in text
     with pytest.raises(ConfigError, match="must exceed the longest block_ms"):
         parse_config("redis: {socket_timeout_s: 2}\nsinks: [{kind: web, name: v, block_ms: 5000}]", environ={})
+
+
+# ---------------------------------------------------------------------------------------------------- tracker
+def tracks(
+    stream: str = "cam1", seq: int = 0, objects: tuple[tuple[int, str, Box], ...] = (), frame_id: str | None = None
+) -> Tracks:
+    return Tracks(
+        tracker="trk", frame_id=frame_id or f"{1700000000000 + seq}-0", stream=stream, seq=seq,
+        capture_ts=T0 + seq * 0.1, width=640, height=480, untracked=1, skipped=0,
+        objects=[TrackedObject(track_id=t, label=label, class_id=0, score=0.8, box=box) for t, label, box in objects],
+    )  # fmt: skip
+
+
+def event(
+    stream: str = "cam1",
+    track_id: int = 1,
+    n: int = 0,
+    seq: int = 0,
+    *,
+    kind: EventType = "start",
+    best_frame: str = "1-0",
+    **more: object,
+) -> Event:
+    fields: dict[str, object] = {
+        "event_id": f"trk:{stream}:{track_id}:{n}", "tracker": "trk", "stream": stream, "event": kind,
+        "track_id": track_id, "label": "person", "class_id": 0, "frame_id": f"{1700000000000 + seq}-0", "seq": seq,
+        "capture_ts": T0 + seq * 0.1, "score": 0.9, "box": (100, 100, 300, 300), "first_seen_ts": T0,
+        "last_seen_ts": T0 + seq * 0.1, "duration_s": seq * 0.1, "zones": [], "width": 640, "height": 480,
+        "best": BestShot(frame_id=best_frame, seq=0, capture_ts=T0, score=0.95, box=(100, 100, 300, 300)), **more,
+    }  # fmt: skip
+    return Event.model_validate(fields)
+
+
+def test_tracks_keep_a_bounded_trail_of_centres_per_track_and_skip_old_or_repeated_ones() -> None:
+    view = View(window_s=10, history=10, tracker="trk", trail=3)
+    for seq in range(5):  # track 1 moves right 10 px a frame; track 2 appears at seq 3
+        objects = [(1, "person", (10.0 * seq, 0.0, 10.0 * seq + 20, 20.0))]
+        if seq >= 3:
+            objects.append((2, "car", (100.0, 100.0, 140.0, 120.0)))
+        view.add_tracks(tracks(seq=seq, objects=tuple(objects)))
+    view.add_tracks(tracks(seq=2, objects=((1, "person", (0, 0, 2, 2)),)))  # older: ignored
+    view.add_tracks(tracks(seq=4, objects=((1, "person", (0, 0, 2, 2)),)))  # the same frame again: ignored
+    shown, trails = view.tracked("cam1")
+    assert shown is not None and shown.seq == 4
+    assert trails == {1: [(30.0, 10.0), (40.0, 10.0), (50.0, 10.0)], 2: [(120.0, 110.0), (120.0, 110.0)]}
+    view.add_tracks(tracks(seq=5, objects=((2, "car", (100, 100, 140, 120)),)))
+    assert set(view.tracked("cam1")[1]) == {2}  # track 1 is not in the frame shown: no trail drawn
+    view.add_tracks(tracks(seq=6, objects=((1, "person", (60, 0, 80, 20)),)))
+    assert view.tracked("cam1")[1][1][-2:] == [(50.0, 10.0), (70.0, 10.0)]  # back within 30 s: the same trail
+    view.add_tracks(tracks(seq=400, objects=((1, "person", (0, 0, 20, 20)),)))  # 39 s later: a fresh trail
+    assert view.tracked("cam1")[1] == {1: [(10.0, 10.0)]}
+    (s,) = view.summary()
+    assert s["tracks"]["seq"] == 400 and s["tracks"]["objects"] == [{"track_id": 1, "label": "person", "score": 0.8}]
+    assert s["frame_id"] is None and s["results"] == 0  # a camera with tracks and no results seen yet
+    plain = View(window_s=10, history=10)
+    plain.add(result())
+    assert "tracks" not in plain.summary()[0]
+    view.add_tracks(tracks(stream="a:b", objects=((1, "x", (0, 0, 1, 1)),)))
+    assert view.names() == ["cam1"]
+
+
+def test_events_are_newest_first_across_cameras_kept_once_and_bounded_per_camera() -> None:
+    view = View(window_s=10, history=10, tracker="trk", events=3)
+    for n in range(4):
+        view.add_event(event("cam1", 1, n, seq=n * 10))
+    view.add_event(event("cam2", 7, 0, seq=15, kind="update", change="line_cross", line="door", direction="in"))
+    view.add_event(event("cam2", 7, 0, seq=15, kind="update"))  # published again: kept once
+    rows = view.events(limit=10)
+    assert [(r["stream"], r["event_id"]) for r in rows] == [
+        ("cam1", "trk:cam1:1:3"), ("cam1", "trk:cam1:1:2"), ("cam2", "trk:cam2:7:0"), ("cam1", "trk:cam1:1:1")
+    ]  # fmt: skip
+    assert rows[2]["change"] == "line_cross" and rows[2]["line"] == "door" and rows[2]["direction"] == "in"
+    assert rows[0]["best"] == {"frame_id": "1-0", "capture_ts": T0, "score": 0.95} and rows[0]["duration_s"] == 3.0
+    assert [r["event_id"] for r in view.events(limit=2)] == ["trk:cam1:1:3", "trk:cam1:1:2"]
+    assert view.event("cam2", "trk:cam2:7:0").line == "door"
+    with pytest.raises(KeyError):
+        view.event("cam1", "trk:cam1:1:0")  # pushed out by newer events of its camera
+    with pytest.raises(KeyError):
+        view.event("cam2", "trk:cam1:1:3")  # an event of another camera
+
+
+def tracker_app(
+    fake: fakeredis.FakeRedis, view: View, clip: ClipMaker | None = None, counts: Counts | None = None
+) -> TestClient:
+    return TestClient(create_app(view, frame_reader(fake, Keys(PREFIX)), jpeg_quality=95, clip=clip, counts=counts))
+
+
+def amber_or_red(image: np.ndarray) -> tuple[int, int]:
+    b, g, r = (image[..., i].astype(int) for i in range(3))
+    red = (r > 180) & (g < 70) & (b < 70)
+    amber = (r > 180) & (g > 150) & (b < 120)  # JPEG blends its colour with the grey around it
+    return int(amber.sum()), int(red.sum())
+
+
+def test_the_tile_shows_the_tracked_boxes_and_their_trails_drawn_on_the_frame(fake: fakeredis.FakeRedis) -> None:
+    view = View(window_s=10, history=10, tracker="trk")
+    frame_id = push_frame(fake)
+    with tracker_app(fake, view) as http:
+        assert http.get("/api/streams/cam1/tracks.jpg").status_code == 404  # no stream yet
+        view.add_tracks(tracks(seq=0, frame_id="5-0", objects=((4, "person", (100, 100, 200, 200)),)))
+        assert http.get("/api/streams/cam1/tracks.jpg").status_code == 404  # its frame is not kept
+        for seq in range(1, 6):
+            x = 100.0 + 40 * seq
+            f = frame_id if seq == 5 else f"{seq}-1"
+            view.add_tracks(tracks(seq=seq, frame_id=f, objects=((4, "person", (x, 100, x + 100, 200)),)))
+        response = http.get("/api/streams/cam1/tracks.jpg")
+        listed = http.get("/api/streams").json()
+    assert response.status_code == 200 and response.headers["x-frame-id"] == frame_id
+    image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+    # The box (300, 100)-(400, 200) is (150, 50)-(200, 100) in the 320x240 image; the trail runs along y = 75.
+    assert close_to(image[100, 175], BOX_COLOUR) and close_to(image[75, 150], BOX_COLOUR)
+    trail = image[70:81, 90:150]
+    assert amber_or_red(trail)[0] > 50 and close_to(image[150, 100], (128, 128, 128))
+    assert listed["tracker"] == "trk" and listed["streams"][0]["tracks"]["frame_id"] == frame_id
+
+
+def test_events_their_snapshots_and_what_a_trimmed_frame_says(fake: fakeredis.FakeRedis) -> None:
+    view = View(window_s=10, history=10, tracker="trk")
+    kept = push_frame(fake)
+    view.add_event(event(track_id=3, best_frame=kept))
+    view.add_event(event(track_id=4, best_frame="1-0", seq=5))  # its best frame is gone from the frames stream
+    with tracker_app(fake, view) as http:
+        listed = http.get("/api/events").json()
+        shot = http.get("/api/events/cam1/trk:cam1:3:0/snapshot.jpg")
+        gone = http.get("/api/events/cam1/trk%3Acam1%3A4%3A0/snapshot.jpg")
+        unknown = http.get("/api/events/cam1/trk:cam1:9:0/snapshot.jpg")
+        bad = http.get("/api/events/a:b/trk:cam1:3:0/snapshot.jpg")
+        limits = [http.get(f"/api/events?limit={v}").status_code for v in ("0", "1001", "x", "1")]
+    assert listed["tracker"] == "trk" and [e["track_id"] for e in listed["events"]] == [4, 3]
+    assert shot.status_code == 200 and shot.headers["content-type"] == "image/jpeg"
+    assert shot.headers["x-frame-id"] == kept
+    image = cv2.imdecode(np.frombuffer(shot.content, np.uint8), cv2.IMREAD_COLOR)
+    # The box (50, 50)-(150, 150) of the 320x240 image, with half its size around it: (0, 0)-(200, 200).
+    assert image.shape == (200, 200, 3) and close_to(image[100, 50], BOX_COLOUR)
+    assert gone.status_code == 404 and "is gone" in gone.text and "frames_maxlen" in gone.text
+    assert unknown.status_code == 404 and "no such event" in unknown.text
+    assert bad.status_code == 400 and limits == [400, 400, 400, 200]
+
+
+def test_an_events_clip_is_served_as_mp4_and_a_clip_that_cannot_be_made_says_why(fake: fakeredis.FakeRedis) -> None:
+    view = View(window_s=10, history=10, tracker="trk")
+    view.add_event(event(track_id=3, seq=20, kind="end"))
+    asked: list[Event] = []
+
+    def clip(e: Event) -> bytes:
+        asked.append(e)
+        if e.track_id == 3 and len(asked) > 1:
+            raise ClipError("no frames of camera 'cam1' from ... are kept any more")
+        return b"\x00\x00\x00\x18ftypmp42"
+
+    with tracker_app(fake, view, clip) as http:
+        made = http.get("/api/events/cam1/trk:cam1:3:0/clip.mp4")
+        refused = http.get("/api/events/cam1/trk:cam1:3:0/clip.mp4")
+        unknown = http.get("/api/events/cam1/trk:cam1:3:1/clip.mp4")
+    assert made.status_code == 200 and made.headers["content-type"] == "video/mp4"
+    assert (
+        made.content.startswith(b"\x00\x00\x00\x18ftyp")
+        and "cam1-track3-end.mp4" in made.headers["content-disposition"]
+    )
+    assert refused.status_code == 404 and refused.text == "no frames of camera 'cam1' from ... are kept any more"
+    assert unknown.status_code == 404 and [e.event_id for e in asked] == ["trk:cam1:3:0"] * 2
+    with tracker_app(fake, view) as http:
+        assert http.get("/api/events/cam1/trk:cam1:3:0/clip.mp4").status_code == 404  # no clip maker
+
+
+def test_counts_come_from_the_trackers_hash(fake: fakeredis.FakeRedis) -> None:
+    view = View(window_s=10, history=10, tracker="trk")
+    view.add_tracks(tracks())
+    with tracker_app(fake, view, counts=lambda stream: {"person:started": 3}) as http:
+        assert http.get("/api/streams/cam1/counts").json() == {"stream": "cam1", "counts": {"person:started": 3}}
+        assert http.get("/api/streams/cam2/counts").status_code == 404
+    with tracker_app(fake, view) as http:
+        assert http.get("/api/streams/cam1/counts").status_code == 404
+
+
+def test_a_clip_runs_from_the_first_sighting_to_the_event_and_keeps_its_end_when_too_long() -> None:
+    e = event(seq=100, kind="end")  # first seen at T0, last at T0 + 10
+    assert clip_span(e, 2, 3, 60) == (T0, T0 + 13, 2)
+    start, end, pre = clip_span(e, 2, 3, 12)
+    assert (start, end, pre) == (T0 + 1, T0 + 13, 0)
+    start, end, pre = clip_span(e, 2, 3, 14)
+    assert (start, end) == (T0, T0 + 13) and pre == pytest.approx(1)
+
+
+def test_the_page_has_the_grid_and_the_events_list(fake: fakeredis.FakeRedis) -> None:
+    with app_with(fake, View(window_s=10, history=10)) as http:
+        page = http.get("/").text
+        me = http.get("/api/me").json()
+    for anchor in ('id="tracking" hidden', 'id="grid"', 'id="events-body"', 'id="logout"', 'action="/logout"'):
+        assert anchor in page
+    assert me == {"user": None, "auth": None, "logout": False}
+
+
+def test_the_tracker_settings() -> None:
+    web = parse_config("sinks: [{kind: web, name: view, tracker: trk}]", environ={}).sink("view")
+    assert isinstance(web, WebSinkConfig) and web.tracker == "trk" and web.trail == 20 and web.events == 100
+    assert (web.clip_pre_roll_s, web.clip_post_roll_s, web.clip_max_s) == (2.0, 2.0, 60.0)
+    with pytest.raises(ConfigError) as err:
+        parse_config("sinks: [{kind: web, name: view, tracker: 'a:b', trail: -1, clip_max_frames: 1}]", environ={})
+    text = "\n".join(err.value.problems)
+    for field in ("sinks[0].web.tracker", "sinks[0].web.trail", "sinks[0].web.clip_max_frames"):
+        assert field in text
