@@ -46,6 +46,11 @@ class EmbeddedServer:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (a benchmark pins it to a core)."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     def start(self, timeout: float = 15.0) -> EmbeddedServer:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         if answers(self.socket_path):

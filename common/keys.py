@@ -105,10 +105,6 @@ class Keys:
         """Sorted set (frame id -> time) of the results an alert sink has handled, so a redelivery alerts once."""
         return f"{self.prefix}:alerted:{sink}"
 
-    def tracker_group(self, tracker: str) -> str:
-        """Consumer group of a tracker sink on the results streams (each camera read by its owner only)."""
-        return f"tracker:{tracker}"
-
     def lease(self, tracker: str, stream: str) -> str:
         """String (owner replica, with a TTL) naming the tracker replica that tracks one camera now."""
         return f"{self.prefix}:lease:{tracker}:{stream}"

@@ -15,10 +15,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Truth:
-    """A shape drawn in a synthetic frame: its label and box (xmin, ymin, xmax, ymax) in frame pixels."""
+    """A shape drawn in a synthetic frame: its label and box (xmin, ymin, xmax, ymax) in frame pixels, and which
+    object of the scene it is (the same ``id`` in every frame: the identity trackers are scored against)."""
 
     label: str
     box: tuple[int, int, int, int]
+    id: int = 0
 
 
 SHAPE_LABELS = ("circle", "square", "triangle")
@@ -66,11 +68,11 @@ class Scene:
     def truth(self, index: int) -> list[Truth]:
         """The shapes of frame ``index``."""
         out = []
-        for label, size, start, velocity, _ in self._shapes:
+        for identity, (label, size, start, velocity, _) in enumerate(self._shapes):
             x, y = (_bounce(s + v * index) for s, v in zip(start, velocity, strict=True))
             left = int(x * (self.width - size))
             top = int(y * (self.height - size))
-            out.append(Truth(label, (left, top, left + size, top + size)))
+            out.append(Truth(label, (left, top, left + size, top + size), identity))
         return out
 
     def render(self, index: int) -> np.ndarray:

@@ -139,7 +139,7 @@ class CameraReader:
             log.warning("camera %s: frame skipped: %s", self.camera.name, exc)
             return
         if truth is not None and isinstance(source, SyntheticSource):
-            objects = [{"label": t.label, "box": list(t.box)} for t in source.truth(source.index)]
+            objects = [{"id": t.id, "label": t.label, "box": list(t.box)} for t in source.truth(source.index)]
             truth.write(json.dumps({"stream": frame.stream, "seq": frame.seq, "objects": objects}) + "\n")
         self._seq += 1
         self.publisher.submit(frame, self.maxlen)

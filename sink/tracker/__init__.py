@@ -68,6 +68,10 @@ class TrackerSinkConfig(ConsumerSinkSettings):
     new_track_score: float = Field(0.6, gt=0, le=1, description="An unmatched detection starts a track from this.")
     match_iou: float = Field(0.2, gt=0, lt=1, description="Least IoU of a strong detection with a track's prediction.")
     low_match_iou: float = Field(0.5, gt=0, lt=1, description="Least IoU for the weak detections' second round.")
+    lost_buffer: float = Field(
+        0.4, ge=0, le=2, description="A lost track is matched on boxes grown by this share of their size on every side "
+        "(buffered IoU: its prediction drifts over a gap); 0: plain IoU."
+    )  # fmt: skip
     min_hits: int = Field(3, ge=1, le=1000, description="Frames a track needs before it is confirmed (its start).")
     max_age_s: float = Field(
         2.0, gt=0, le=3600, description="A track not seen this long ends (by capture time: sampled frame rates vary)."
