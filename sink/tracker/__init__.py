@@ -72,9 +72,13 @@ class TrackerSinkConfig(ConsumerSinkSettings):
         0.4, ge=0, le=2, description="A lost track is matched on boxes grown by this share of their size on every side "
         "(buffered IoU: its prediction drifts over a gap); 0: plain IoU."
     )  # fmt: skip
+    recover_radius: float = Field(
+        1.0, ge=0, le=100, description="A strong detection that would start a track is given to a lost track of its "
+        "class whose prediction is within this many box sizes, growing with each second lost (occlusions); 0: off."
+    )  # fmt: skip
     min_hits: int = Field(3, ge=1, le=1000, description="Frames a track needs before it is confirmed (its start).")
     max_age_s: float = Field(
-        2.0, gt=0, le=3600, description="A track not seen this long ends (by capture time: sampled frame rates vary)."
+        5.0, gt=0, le=3600, description="A track not seen this long ends (by capture time: sampled frame rates vary)."
     )
     anchor: Literal["bottom_center", "center"] = Field(
         "bottom_center", description="The point of a box that is in a zone or crosses a line: feet, or centre."

@@ -17,13 +17,16 @@ for every sampling rate. The velocity's is doubled (see below). x and w scale wi
 height (ByteTrack scales all with the height: loose in y, tight in x for wide boxes). Measurement noise is 1/20 of the
 detection's size.
 
-Association, as ByteTrack with two changes: (1) strong detections (score >= high_score) against every live track, by
+Association, as ByteTrack with three changes: (1) strong detections (score >= high_score) against every live track, by
 IoU with the track's prediction, gated at match_iou; a lost track's IoU is buffered (both boxes grown by
 lost_buffer of their size on every side, C-BIoU's remedy for predictions that drift over a gap); the Hungarian
 cost fuses the score (IoU x score, ByteTrack's ``fuse_score``) so that of two detections fighting for a track the
 surer wins, the gate being on IoU alone; (2) weak detections against the confirmed tracks still free, by plain IoU
 gated at low_match_iou: lost tracks too (ByteTrack takes only those matched in the previous update), tentative ones
-never (so weak detections never make a track). A detection only ever joins a track of its own class_id and label.
+never (so weak detections never make a track); (3) strong detections still unmatched, which would start tracks,
+against confirmed tracks lost and free, by the distance from the prediction within recover_radius box sizes growing
+with each second lost (an object a detector misses for seconds comes back under its id). A detection only ever
+joins a track of its own class_id and label.
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ class ByteTracker:
         min_hits: int = 3,
         max_age_s: float = 2.0,
         lost_buffer: float = 0.4,
+        recover_radius: float = 1.0,
     ) -> None:
         if not (0 <= low_score <= high_score <= 1 and high_score > 0):
             raise ValueError(f"need 0 <= low_score ({low_score}) <= high_score ({high_score}) <= 1, high_score > 0")
@@ -145,9 +149,12 @@ class ByteTracker:
             raise ValueError(f"max_age_s ({max_age_s}) must be a positive number of seconds")
         if not 0 <= lost_buffer <= 2:
             raise ValueError(f"lost_buffer ({lost_buffer}) must be in [0, 2]")
+        if not 0 <= recover_radius <= 100:
+            raise ValueError(f"recover_radius ({recover_radius}) must be in [0, 100]")
         self.high_score, self.low_score, self.new_track_score = high_score, low_score, new_track_score
         self.match_iou, self.low_match_iou = match_iou, low_match_iou
         self.min_hits, self.max_age_s, self.lost_buffer = min_hits, max_age_s, lost_buffer
+        self.recover_radius = recover_radius
         self._start_score = max(new_track_score, high_score)  # only a strong detection starts a track
         self._next_id = 1
         self._ts: float | None = None
@@ -173,6 +180,7 @@ class ByteTracker:
             low_match_iou=cfg.low_match_iou,
             min_hits=cfg.min_hits,
             lost_buffer=cfg.lost_buffer,
+            recover_radius=cfg.recover_radius,
             max_age_s=cfg.max_age_s,
         )
 
@@ -266,7 +274,10 @@ class ByteTracker:
         # (1) strong detections, every live track: the score weighs in, the gate is on IoU alone.
         similarity = iou * np.where(score >= self.high_score, score, 0.0)
         similarity[iou < self.match_iou] = 0.0
-        pairs = _assign(similarity)
+        pairs = self._rounds(_assign(similarity), iou, score)
+        return self._recover(pairs, raw, geometry) if self.recover_radius and len(pairs) < len(self._ids) else pairs
+
+    def _rounds(self, pairs: list[tuple[int, int]], iou: Array, score: Array) -> list[tuple[int, int]]:
         tracks = len(self._ids)
         if len(pairs) == tracks:
             return pairs
@@ -285,6 +296,28 @@ class ByteTracker:
         sub = iou[np.array(candidates)[:, None], weak]
         sub[sub < self.low_match_iou] = 0.0
         return pairs + [(candidates[a], weak[b]) for a, b in _assign(sub)]
+
+    def _recover(self, pairs: list[tuple[int, int]], raw: Array, geometry: Array) -> list[tuple[int, int]]:
+        """(3) Strong detections that would start a track, against confirmed tracks lost for a while and not
+        overlapping anything: by the distance of their centres from the track's prediction, within a radius of
+        recover_radius box sizes, growing with every second the track has been lost. An object a detector misses
+        for seconds (occluded) comes back under its id, when nothing of its class is nearer."""
+        taken_tracks, taken = {t for t, _ in pairs}, {d for _, d in pairs}
+        hits, tracked, min_hits = self._hits, self._tracked, self.min_hits
+        lost = [t for t in range(len(self._ids)) if t not in taken_tracks and not tracked[t] and hits[t] >= min_hits]
+        fresh = [d for d, s in enumerate(raw[:, 4].tolist()) if d not in taken and s >= self._start_score]
+        if not lost or not fresh:
+            return pairs
+        rows = np.array(lost)
+        pos = self._kf[_POS][rows]
+        size = np.maximum(pos[:, 2], pos[:, 3])
+        gone = (self._ts or 0.0) - np.array([self._seen[t] for t in lost])
+        radius = self.recover_radius * size * (1.0 + gone)
+        centres = geometry[_MEASURE][:2][:, fresh].T
+        distance = np.hypot(pos[:, None, 0] - centres[None, :, 0], pos[:, None, 1] - centres[None, :, 1])
+        similarity = 1.0 / (1.0 + distance / size[:, None])
+        similarity[(distance > radius[:, None]) | (self._codes[rows][:, None] != raw[fresh, 5][None, :])] = 0.0
+        return pairs + [(lost[a], fresh[b]) for a, b in _assign(similarity)]
 
     def _correct(self, pairs: list[tuple[int, int]], geometry: Array, now: float) -> list[tuple[int, int, int]]:
         """Update the matched tracks, lose or drop the others: (detection, track id, hits) of the matched."""

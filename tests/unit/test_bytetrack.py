@@ -453,9 +453,28 @@ def test_many_tracks_keep_their_ids() -> None:
 def test_a_lost_track_whose_prediction_drifted_is_found_again_on_buffered_boxes(
     lost_buffer: float, same_track: bool
 ) -> None:
-    tracker = ByteTracker(min_hits=1, lost_buffer=lost_buffer)
+    tracker = ByteTracker(min_hits=1, lost_buffer=lost_buffer, recover_radius=0.0)
     run(tracker, [(T0 + i / 5, [det(100 + 10 * i, 100)]) for i in range(5)])  # 50 px/s to the right
     for i in range(5, 10):  # unseen for a second while it slowed down: the prediction ran on
         tracker.update([], T0 + i / 5)
     out = tracker.update([det(160, 100)], T0 + 2.0)  # 40 px short of x = 200: IoU 0 plain, 0.29 buffered
     assert (ids(out) == [1]) is same_track, ids(out)
+
+
+@pytest.mark.parametrize(("recover_radius", "same_track"), [(0.0, False), (1.0, True)])
+def test_an_object_missed_for_seconds_comes_back_under_its_id_when_nothing_of_its_class_is_nearer(
+    recover_radius: float, same_track: bool
+) -> None:
+    tracker = ByteTracker(min_hits=1, max_age_s=5.0, recover_radius=recover_radius)
+    run(tracker, [(T0 + i / 5, [det(100 + 4 * i, 100), det(400, 300, label="square", class_id=1)]) for i in range(5)])
+    for i in range(5, 15):  # two seconds behind something: the circle is not seen, the square is
+        tracker.update([det(400, 300, label="square", class_id=1)], T0 + i / 5)
+    # It reappears 60 px (1.5 box sizes) from where the prediction ran to: no overlap, within 1 x 3 box sizes.
+    out = tracker.update([det(216, 160), det(400, 300, label="square", class_id=1)], T0 + 3.0)
+    assert (ids(out)[0] == 1) is same_track, ids(out)
+    assert ids(out)[1] == 2
+    # A square appearing there is never given to the circle's track.
+    other = ByteTracker(min_hits=1, max_age_s=5.0, recover_radius=recover_radius)
+    run(other, [(T0 + i / 5, [det(100 + 4 * i, 100)]) for i in range(5)])
+    other.update([], T0 + 2.0)
+    assert ids(other.update([det(140, 100, label="square", class_id=1)], T0 + 2.2)) == [2]
