@@ -33,7 +33,11 @@ END_TO_END = Histogram("streamyolo_end_to_end_seconds", "Capture until the resul
                        buckets=_LATENCY_BUCKETS)  # fmt: skip
 GPU_MEMORY = Gauge("streamyolo_gpu_memory_bytes", "GPU memory the engine holds (reserved).", ["pool", "device"])
 # sinks
-STORED = Counter("streamyolo_results_stored", "Results (or, for a store reading a tracker's events, events) a store sink wrote.", ["sink", "stream"])
+STORED = Counter(
+    "streamyolo_results_stored",
+    "Results (or, for a store reading a tracker's events, events) a store sink wrote.",
+    ["sink", "stream"],
+)
 ALERTS = Counter("streamyolo_alerts", "Alerts raised.", ["sink", "rule"])
 DELIVERIES = Counter("streamyolo_deliveries", "Alert deliveries by action and outcome.", ["action", "outcome"])
 

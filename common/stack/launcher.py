@@ -138,6 +138,11 @@ def run_stack(
                     [sys.executable, "-m", *cmd], env={**env, **extra.get(name, {})}, start_new_session=True
                 )
             log.info("started %s on %s", ", ".join(procs), redact(url))
+            for sink in cfg.sinks:  # the web views' addresses, to open in a browser
+                if sink.kind == "web":
+                    log.info(
+                        "web view %s: http://%s:%s/", sink.name, getattr(sink, "host", "?"), getattr(sink, "port", "?")
+                    )
             code = _supervise(cfg, url, procs, shutdown, duration, drain)
             if on_url is not None:
                 on_url(url)
