@@ -57,3 +57,15 @@ def client(server_url: str, prefix: str) -> Iterator[redis.Redis]:
     for key in c.scan_iter(match=f"{prefix}:*"):
         c.delete(key)
     c.close()
+
+
+@pytest.fixture(scope="module")
+def broker() -> tuple[str, int]:
+    """The MQTT broker (Mosquitto on 127.0.0.1:1883 unless STREAMYOLO_MQTT_HOST/PORT say else)."""
+    host = os.environ.get("STREAMYOLO_MQTT_HOST", "127.0.0.1")
+    port = int(os.environ.get("STREAMYOLO_MQTT_PORT", "1883"))
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        pytest.skip(f"no MQTT broker reachable at {host}:{port}: {exc}")
+    return host, port

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import socket
 import threading
@@ -23,17 +22,6 @@ from sink.alerts.actions.mqtt import MqttAction, MqttActionConfig
 pytestmark = pytest.mark.mqtt
 
 WAIT_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def broker() -> tuple[str, int]:
-    host = os.environ.get("STREAMYOLO_MQTT_HOST", "127.0.0.1")
-    port = int(os.environ.get("STREAMYOLO_MQTT_PORT", "1883"))
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError as exc:
-        pytest.skip(f"no MQTT broker reachable at {host}:{port}: {exc}")
-    return host, port
 
 
 class Subscriber:

@@ -8,7 +8,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,17 +38,6 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.contract]
 WAIT_S = 10.0
 TRACKER = "people"
 HA_KEYS = {"name", "unique_id", "state_topic", "device", "availability_topic"}
-
-
-@pytest.fixture(scope="module")
-def broker() -> tuple[str, int]:
-    host = os.environ.get("STREAMYOLO_MQTT_HOST", "127.0.0.1")
-    port = int(os.environ.get("STREAMYOLO_MQTT_PORT", "1883"))
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError as exc:
-        pytest.skip(f"no MQTT broker reachable at {host}:{port}: {exc}")
-    return host, port
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,8 @@ republished event; the snapshot of an event's best frame; the query's command li
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -23,14 +20,14 @@ from common.keys import Keys
 from common.redis_io import connect
 from common.wire import FIELD, Alert, BestShot, Event, Frame, encode
 from sink.stores import events
-from tests.conftest import ROOT, reachable
+from tests.conftest import ROOT
+from tests.e2e.test_sinks import finish, sink
 from tests.servers.webhook import Hook
 from tests.unit.test_event_stores import BEST_BOX, EVENTS, T0
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
 PREFIX = "evsinks"
-PG_URL = os.environ.get("STREAMYOLO_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def push_best_frame(client: redis.Redis) -> str:
@@ -67,38 +64,6 @@ def write_config(tmp: Path, hook_url: str, pg_url: str | None) -> Path:
     path = tmp / "stack.yaml"
     path.write_text(yaml.safe_dump({"streams": {"prefix": PREFIX}, "sinks": sinks}, sort_keys=False))
     return path
-
-
-def sink(config: Path, url: str, name: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "sink", "--config", str(config), "--sink", name, *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out
-    return out
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str | None]:
-    """A database of its own on the PostgreSQL server, when one runs (else None: that store is left out)."""
-    if not reachable("127.0.0.1", 5432) and "STREAMYOLO_PG_URL" not in os.environ:
-        yield None
-        return
-    import psycopg
-
-    name = f"streamyolo_e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_events_are_stored_and_alerted_once_each_through_a_redelivery(tmp_path: Path, pg_url: str | None) -> None:

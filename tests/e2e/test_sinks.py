@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -30,7 +29,6 @@ from tests.servers.webhook import Hook
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
 PREFIX = "sinks"
-PG_URL = os.environ.get("STREAMYOLO_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MQTT_HOST = os.environ.get("STREAMYOLO_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("STREAMYOLO_MQTT_PORT", "1883"))
 
@@ -99,24 +97,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out
     return out
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str | None]:
-    """A database of its own on the PostgreSQL server, when one runs (else None: that store is left out)."""
-    if not reachable("127.0.0.1", 5432) and "STREAMYOLO_PG_URL" not in os.environ:
-        yield None
-        return
-    import psycopg
-
-    name = f"streamyolo_e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_stores_and_alerts_hold_once_each_through_a_redelivery(tmp_path: Path, pg_url: str | None) -> None:
