@@ -20,8 +20,20 @@ def test_scan_patterns_escape_glob_characters_of_the_prefix() -> None:
     assert Keys("{tag}").results_pattern() == "{tag}:results:*"
 
 
+def test_a_trackers_streams_name_the_tracker_and_the_camera() -> None:
+    k = Keys("lab")
+    assert k.tracks("objects", "cam.2") == "lab:tracks:objects:cam.2"
+    assert k.events("objects", "cam.2") == "lab:events:objects:cam.2"
+    assert k.stream_of("lab:events:objects:cam.2") == k.stream_of("lab:tracks:objects:cam.2") == "cam.2"
+    assert k.stage("events", "objects") == ("lab:events:objects:*", "lab:events:objects:")
+    with pytest.raises(ValueError, match="name the tracker sink"):
+        k.stage("tracks")
+    with pytest.raises(ValueError, match="not a frames, results, tracks or events key"):
+        k.stream_of("lab:tracks:objects")  # no camera
+
+
 def test_stream_of_refuses_foreign_keys() -> None:
-    with pytest.raises(ValueError, match="not a frames or results key"):
+    with pytest.raises(ValueError, match="not a frames, results, tracks or events key"):
         Keys("lab").stream_of("other:frames:x")
 
 
