@@ -138,29 +138,24 @@ def take_pending(client: Client, key: str, group: str, consumer: str) -> int:
 class Commit:
     """Writes to make together, under a lease: stream entries, hash fields, a blob, acks."""
 
-    keys: list[str] = field(default_factory=list)
+    keys: dict[str, int] = field(default_factory=dict)
+    """Each key written, with its index in the script's KEYS (KEYS[1] is the lease; Lua counts from 1)."""
     ops: list[list[Any]] = field(default_factory=list)
 
     def _index(self, key: str) -> int:
-        try:
-            return self.keys.index(key) + 2  # KEYS[1] is the lease; Lua counts from 1
-        except ValueError:
-            self.keys.append(key)
-            return len(self.keys) + 1
+        return self.keys.setdefault(key, len(self.keys) + 2)
 
     def add(self, key: str, name: str, payload: bytes, maxlen: int) -> None:
         """XADD (MAXLEN ~) one entry of one field."""
         self.ops.append(["xadd", self._index(key), maxlen, name, payload])
 
     def increment(self, key: str, increments: dict[str, int]) -> None:
-        """HINCRBY each field."""
-        index = self._index(key)
-        self.ops += [["hincrby", index, name, n] for name, n in increments.items() if n]
+        """HINCRBY each field (zeros left out)."""
+        self.ops += [["hincrby", self._index(key), name, n] for name, n in increments.items() if n]
 
     def assign(self, key: str, values: dict[str, int]) -> None:
         """HSET each field."""
-        index = self._index(key)
-        self.ops += [["hset", index, name, v] for name, v in values.items()]
+        self.ops += [["hset", self._index(key), name, v] for name, v in values.items()]
 
     def put(self, key: str, blob: bytes) -> None:
         """SET the key to a blob."""
@@ -168,9 +163,9 @@ class Commit:
 
     def ack(self, key: str, group: str, ids: Iterable[str]) -> None:
         """XACK entries of a stream in a group."""
-        index, wanted = self._index(key), list(ids)
+        wanted = list(ids)
         for start in range(0, len(wanted), _ACK_CHUNK):
-            self.ops.append(["xack", index, group, wanted[start : start + _ACK_CHUNK]])
+            self.ops.append(["xack", self._index(key), group, wanted[start : start + _ACK_CHUNK]])
 
 
 @translated
@@ -180,4 +175,4 @@ def commit_if_owner(client: Client, lease: str, owner: str, commit: Commit) -> b
         return True
     packed = msgpack.packb(commit.ops, use_bin_type=False)  # Lua's cmsgpack knows no bin type: bytes go as raw
     # EVALSHA, loading the script on NOSCRIPT: register_script only hashes it here.
-    return bool(client.register_script(_COMMIT)([lease, *commit.keys], [owner, packed]))
+    return bool(client.register_script(_COMMIT)([lease, *commit.keys], [owner, packed]))  # keys in index order

@@ -66,8 +66,6 @@ class Camera:
     reorder: Reorder[tuple[Entry, Result]]
     tracker: ByteTracker
     events: EventMaker
-    counts: Counter[str] = field(default_factory=Counter)
-    """Counts since the camera was taken: for the log."""
 
     @classmethod
     def fresh(cls, stream: str, sink: TrackerSinkConfig, keys: Keys) -> Camera:
@@ -173,7 +171,7 @@ class Tracking:
                 break
             if acquire(self.client, self.keys.lease(self.sink.name, stream), self.replica, self.ttl_ms):
                 self._take(stream)
-        for stream in sorted(self.cameras)[share:] if len(self.cameras) > share else []:
+        for stream in sorted(self.cameras)[share:]:
             self._give_up(stream, f"more than this replica's share of {share}: another replica joined")
 
     def _take(self, stream: str) -> None:
