@@ -446,6 +446,9 @@ def part_e2e(
     gpus: int,
     max_batch: int = 64,
     max_wait_ms: int = 25,
+    decode_threads: int = 6,
+    arch: Arch = "yolov3",
+    shed_behind: str = "default",
 ) -> dict[str, Any]:
     from common.embedded import EmbeddedServer
     from common.keys import Keys
@@ -473,14 +476,17 @@ def part_e2e(
                 detector:
                   pools:
                     - name: gpu
-                      model: {architecture: yolov3, classes: [a, b, c], input_size: 416}
+                      model: {architecture: ARCH, classes: [a, b, c], input_size: 416}
                       engine: {kind: torch, gpu: 0, precision: fp16, decode: DECODE, compile: COMPILE}
                       max_batch: MAX_BATCH
                       max_wait_ms: MAX_WAIT
                       max_age_ms: 1000
-                      decode_threads: 6
+                      decode_threads: THREADS
                       block_ms: 200
-                """).replace("DECODE", decoder).replace("COMPILE", str(compiled).lower())
+                      SHED
+                """).replace("DECODE", decoder).replace("ARCH", arch).replace("THREADS", str(decode_threads))
+                  .replace("SHED", "" if shed_behind == "default" else f"shed_behind: {shed_behind}")
+                  .replace("COMPILE", str(compiled).lower())
                   .replace("MAX_BATCH", str(max_batch)).replace("MAX_WAIT", str(max_wait_ms)))  # fmt: skip
             env = {**os.environ, "REDIS_URL": server.url, "LOG_LEVEL": "WARNING"}
             client = connect(server.url)
@@ -503,24 +509,33 @@ def part_e2e(
                 )
                 for g in range(groups)
             ]  # fmt: skip
-            cpu_before = cpu_seconds([p.pid for p in dets + ingests])
+            valkey = [server.pid] if server.pid is not None else []
+            parts = {"detectors": [p.pid for p in dets], "ingest": [p.pid for p in ingests], "valkey": valkey}
+            cpu_before = {part: cpu_seconds(pids) for part, pids in parts.items()}
             started = time.time()
+            time.sleep(seconds * 0.25)
+            pushed_before, window_t0 = frames_pushed(client, keys, n), time.time()
+            gpu_util = GpuUtilisation().start()
             profiler = None
             if os.environ.get("PROFILE_WITH_PYSPY"):  # where a replica's time goes, under this load
                 profiler = subprocess.Popen(
                     ["py-spy", "record", "--pid", str(dets[0].pid), "--duration", str(int(seconds * 0.6)),
                      "--rate", "50", "--threads", "--format", "raw", "--nonblocking",
-                     "--output", str(out / f"pyspy_{n}_streams.txt")],
+                     "--output", str(out / f"pyspy_{n}_streams{os.environ.get('PYSPY_TAG', '')}.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-            time.sleep(seconds * 0.7)
+            time.sleep(seconds * 0.45)
             gpu_used_all = gpu_used_mb()
             gpu_used = gpu_used_all[0]
             per_replica = {a["pid"]: a["used_mb"] for a in gpu_apps()}
             host_mb = {"detectors": rss_mb([d.pid for d in dets]), "ingest": rss_mb([i.pid for i in ingests])}
+            time.sleep(max(0.0, started + seconds - 2 - time.time()))
+            pushed_after, window_t1 = frames_pushed(client, keys, n), time.time()
+            cores = {part: round((cpu_seconds(pids) - cpu_before[part]) / (window_t1 - started), 2)
+                     for part, pids in parts.items()}  # fmt: skip
+            utilisation = gpu_util.stop()
             for ingest in ingests:
                 ingest.wait(timeout=seconds + 120)
-            cpu_used = cpu_seconds([p.pid for p in dets]) - cpu_before
             if profiler is not None:
                 profiler.wait(timeout=60)
             time.sleep(3)
@@ -528,6 +543,8 @@ def part_e2e(
             for det in dets:
                 det.send_signal(signal.SIGTERM)
                 logs.append(det.communicate(timeout=60)[1])
+            tally: Any = client.hgetall(keys.shed(keys.detector_group("gpu")))
+            shed = sum(int(v) for v in tally.values())
             results = [
                 decode(cast(bytes, f[b"msg"]), Result)  # type: ignore[index]
                 for i in range(n)
@@ -550,9 +567,14 @@ def part_e2e(
             "replicas_ready_s": ready_s, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
             "frames_per_s": round(len(warm) / span, 1) if span else 0,
             "offered_frames_per_s": n * 5, "p50_ms": round(float(np.percentile(lat, 50)), 1),
-            "p99_ms": round(float(np.percentile(lat, 99)), 1), "stale": stale, "missing_in_window": missing,
+            "p99_ms": round(float(np.percentile(lat, 99)), 1), "stale": stale, "shed": shed,
+            "missing_in_window_stale_or_shed": missing,
+            "max_behind_when_read": max((r.behind or 0 for r in warm), default=None),
             "mean_batch": round(float(np.mean([r.batch_size for r in warm])), 1) if warm else 0,
-            "detector_cpu_cores": round(cpu_used / seconds, 2),
+            "pushed_frames_per_s": round((pushed_after - pushed_before) / (window_t1 - window_t0), 1),
+            "cpu_cores": cores, "gpu_utilisation_pct": utilisation, "decode_threads": decode_threads,
+            "model": f"{arch}-416", "shed_behind": shed_behind,
+            "cores_per_1000_fps": {k: round(v * span / len(warm) * 1000, 2) for k, v in cores.items()} if span else {},
             "gpu_memory_mb": gpu_used, "gpu_memory_mb_per_gpu": gpu_used_all,
             "gpu_memory_mb_per_replica": [per_replica.get(d.pid) for d in dets],
             "host_rss_mb": host_mb, "host_rss_mb_per_stream": round(sum(host_mb.values()) / n, 2),
@@ -561,6 +583,50 @@ def part_e2e(
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {"e2e": rows}
+
+
+def frames_pushed(client: Any, keys: Any, n: int) -> int:
+    """Entries ever added to the frames streams (XINFO GROUPS: read + still unread, per stream)."""
+    from common.redis_io import group_states
+
+    total = 0
+    for i in range(n):
+        for g in group_states(client, keys.frames(f"c{i}")):
+            if g.name == keys.detector_group("gpu"):
+                total += (g.entries_read or 0) + g.unread
+    return total
+
+
+class GpuUtilisation:
+    """nvidia-smi's utilisation counters sampled every 0.5 s on a thread: SMs busy, video and JPEG engines."""
+
+    FIELDS = ("utilization.gpu", "utilization.decoder", "utilization.jpeg")
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[list[float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> GpuUtilisation:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(self.FIELDS)}", "--format=csv,noheader,nounits",
+                                  "-i", "0"], capture_output=True, text=True, check=False).stdout  # fmt: skip
+            try:
+                self.samples.append([float(v) for v in out.strip().split(",")])
+            except ValueError:  # a field this driver does not know: "[N/A]"
+                self.samples.append([float(v) if v.strip().replace(".", "").isdigit() else -1 for v in out.split(",")])
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(5)
+        rows = np.array([r for r in self.samples if len(r) == len(self.FIELDS)] or [[-1.0] * len(self.FIELDS)])
+        return {f.split(".")[1]: round(float(np.mean(rows[:, i])), 1) for i, f in enumerate(self.FIELDS)}
 
 
 def wait_for_consumers(client: Any, keys: Any, replicas: int, dets: list[Any], timeout: float = 400) -> float:
@@ -642,6 +708,9 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="e2e and two-gpu: engines with engine.compile: true")
     p.add_argument("--max-batch", type=int, default=64, help="e2e: the pool's max_batch")
     p.add_argument("--max-wait-ms", type=int, default=25, help="e2e: the pool's max_wait_ms")
+    p.add_argument("--decode-threads", type=int, default=6, help="e2e: the pool's decode_threads (CPU decoding)")
+    p.add_argument("--arch", choices=["yolov3", "tiny"], default="yolov3", help="e2e: the model")
+    p.add_argument("--shed-behind", default="default", help="e2e: the pool's shed_behind (a number, null, default)")
     p.add_argument("--sources", default="device,host", help="two-gpu: where the frames come from")
     p.add_argument("--gpus", type=int, default=1, help="e2e: replica r runs on GPU r %% gpus")
     p.add_argument("--tag", default="", help="suffix for the JSON file name (e.g. one e2e sweep per setting)")
@@ -672,7 +741,18 @@ def main() -> None:
             else:
                 streams = [int(s) for s in a.streams.split(",")]
                 result = part_e2e(
-                    a.out, streams, a.seconds, a.replicas, a.decode, a.compile, a.gpus, a.max_batch, a.max_wait_ms
+                    a.out,
+                    streams,
+                    a.seconds,
+                    a.replicas,
+                    a.decode,
+                    a.compile,
+                    a.gpus,
+                    a.max_batch,
+                    a.max_wait_ms,
+                    a.decode_threads,
+                    a.arch,
+                    a.shed_behind,
                 )
         except Exception as exc:  # keep what the other parts measured
             result = {"error": f"{type(exc).__name__}: {exc}"}

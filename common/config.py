@@ -208,6 +208,15 @@ class PoolConfig(ConsumerConfig):
         le=86_400_000,
         description="Frames older than this are acked as stale, not inferred (never a recording's); None: keep.",
     )
+    shed_behind: int | None = Field(
+        2,
+        ge=0,
+        le=1000,
+        description="Graceful overload for live streams: a frame is inferred only if at most this many newer frames "
+        "of its stream were waiting when it was read; older ones are shed (acked uninferred, counted per stream as "
+        "shed, in Redis and in the metrics), and the freshest frames are batched first. A recording's frames are "
+        "never shed. None: every frame in order, however late (until max_age_ms).",
+    )
     score_threshold: float = Field(0.3, ge=0, le=1, description="Keep detections scoring at least this.")
     min_score: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict, description="Per-label score threshold, in place of score_threshold."

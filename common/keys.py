@@ -88,6 +88,12 @@ class Keys:
         read is accounted for (a result, a dead letter, or this tally) and anyone can read the drops."""
         return f"{self.prefix}:stale:{group}"
 
+    def shed(self, group: str) -> str:
+        """Hash (stream name -> count) of the live frames a detector group shed because newer frames of their stream
+        were waiting (``shed_behind``): skipped unread, or read and superseded. With the stale tally and the results,
+        every frame pushed is accounted for."""
+        return f"{self.prefix}:shed:{group}"
+
     def replicas(self, group: str) -> str:
         """Hash (replica -> JSON: device, engine, GPU memory, counts, time) each detector replica of a group
         refreshes every few seconds, for ``python -m common.stack.status``."""

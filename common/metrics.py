@@ -24,6 +24,8 @@ FRAMES_OUT = Counter("streamyolo_frames_out", "Frames answered with a result (th
                      ["pool", "stream"])  # fmt: skip
 STALE = Counter("streamyolo_frames_stale", "Frames acked uninferred: older than the pool's max_age_ms.",
                 ["pool", "stream"])  # fmt: skip
+SHED = Counter("streamyolo_frames_shed", "Live frames shed uninferred because newer frames of their stream waited "
+               "(the pool's shed_behind), by reason.", ["pool", "stream", "reason"])  # fmt: skip
 DEAD = Counter("streamyolo_dead_letters", "Messages moved to the dead-letter stream.", ["group", "origin"])
 BATCH_SIZE = Histogram("streamyolo_batch_size", "Frames per inference batch.", ["pool"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))  # fmt: skip

@@ -77,7 +77,7 @@ class Timings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    queue_ms: float = Field(ge=0, description="Capture until the detector picked the frame up.")
+    queue_ms: float = Field(ge=0, description="Capture until the detector read the frame from Redis.")
     decode_ms: float = Field(ge=0, description="Image decode and letterbox.")
     inference_ms: float = Field(ge=0, description="Model time of the batch divided by the batch size.")
     postprocess_ms: float = Field(ge=0, description="Box decoding and NMS.")
@@ -105,6 +105,9 @@ class Result(_Message):
     detections: list[Detection]
     file: str | None = Field(None, max_length=4096, description="The frame's file, when it came from a recording.")
     frame_index: int | None = Field(None, ge=0, description="The frame's position in its video file, from 0.")
+    behind: int | None = Field(
+        None, ge=0, description="Newer frames of its stream that waited when the detector read it (0: the newest)."
+    )
 
 
 class Alert(_Message):

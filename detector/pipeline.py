@@ -1,4 +1,4 @@
-"""A batch of frame entries in, one result (or one dead-letter reason, or "stale") per entry out.
+"""A batch of frame entries in, one result (or one dead-letter reason, or "stale", or "shed") per entry out.
 
 The detector's logic without Redis, in two stages so that the next batch is prepared while the engine runs:
 ``prepare`` decodes the wire messages and images and letterboxes them into one array (on a thread pool);
@@ -45,22 +45,70 @@ def encoded_image(frame: Frame) -> bytes | np.ndarray:
     return frame.data
 
 
+@dataclass(frozen=True)
+class Held:
+    """A frame read and decoded, waiting for a batch: when it was read, and how many newer frames of its stream
+    waited then."""
+
+    entry: Entry
+    frame: Frame
+    read_at: float
+    behind: int = 0
+
+
+@dataclass
+class Gathered:
+    """What one batch settles before inference: the frames to infer, and the entries settled without it."""
+
+    held: list[Held] = field(default_factory=list)
+    failed: list[tuple[Entry, str]] = field(default_factory=list)
+    """Messages that do not decode: dead letters, with the reason."""
+    stale: list[Entry] = field(default_factory=list)
+    """Live frames older than the pool's max_age_ms: acked uninferred, tallied."""
+    shed: list[Entry] = field(default_factory=list)
+    """Live frames read but superseded by newer frames of their stream (shed_behind): acked uninferred, tallied."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Live frames skipped unread, per stream key (shed_behind): the server tallied them already."""
+
+
 @dataclass
 class Prepared:
     """A batch ready for the engine: ``batch[i]`` is ``frames[i]`` of ``entries[i]``."""
 
     entries: list[Entry] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
+    behind: list[int] = field(default_factory=list)
+    read_at: list[float] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
     batch: np.ndarray | DeviceBatch | None = None
     failed: list[tuple[Entry, str]] = field(default_factory=list)
     stale: list[Entry] = field(default_factory=list)
-    picked_up: float = 0.0
+    shed: list[Entry] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
-        """Entries this batch settles: each ends as a result, a dead letter or a stale ack."""
-        return len(self.entries) + len(self.failed) + len(self.stale)
+        """Entries this batch settles: each ends as a result, a dead letter, or a stale or shed ack."""
+        return len(self.entries) + len(self.failed) + len(self.stale) + len(self.shed)
+
+
+def too_old(frame: Frame, now: float, max_age_ms: int | None) -> bool:
+    """A live frame past the pool's max_age_ms: not worth a result any more."""
+    return frame.live and max_age_ms is not None and (now - frame.capture_ts) * 1000 > max_age_ms
+
+
+def gather(entries: Sequence[Entry], max_age_ms: int | None) -> Gathered:
+    """Entries as they were read: decoded, the undecodable failed and the live ones past ``max_age_ms`` stale."""
+    out = Gathered()
+    now = time.time()
+    for entry in entries:
+        try:
+            frame = decode(entry.payload, Frame)
+        except WireError as exc:
+            out.failed.append((entry, f"WireError: {exc}"))
+            continue
+        (out.stale.append(entry) if too_old(frame, now, max_age_ms) else out.held.append(Held(entry, frame, now)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -96,24 +144,26 @@ class Pipeline:
         outcome = self.infer(prepared)
         return Outcome(outcome.published, outcome.failed + [(e, "stale") for e in prepared.stale])
 
-    def prepare(self, entries: Sequence[Entry], executor: Executor | None = None) -> Prepared:
-        out = Prepared(picked_up=time.time())
-        frames: list[tuple[Entry, Frame]] = []
-        for entry in entries:
-            try:
-                frame = decode(entry.payload, Frame)
-            except WireError as exc:
-                out.failed.append((entry, f"WireError: {exc}"))
-                continue
-            too_old = (
-                frame.live
-                and self.pool.max_age_ms is not None
-                and (out.picked_up - frame.capture_ts) * 1000 > self.pool.max_age_ms
-            )
-            (out.stale.append(entry) if too_old else frames.append((entry, frame)))
+    def gather(self, entries: Sequence[Entry]) -> Gathered:
+        """Entries as they were read: decoded, the undecodable failed and the too old stale."""
+        return gather(entries, self.pool.max_age_ms)
+
+    def prepare(self, batch: Sequence[Entry] | Gathered, executor: Executor | None = None) -> Prepared:
+        gathered = batch if isinstance(batch, Gathered) else self.gather(batch)
+        out = Prepared(failed=list(gathered.failed), stale=list(gathered.stale), shed=list(gathered.shed),
+                       skipped=dict(gathered.skipped))  # fmt: skip
+        frames = [(h.entry, h.frame) for h in gathered.held]
+        held = {(h.entry.key, h.entry.id): h for h in gathered.held}
+        self._load(frames, out, executor)
+        out.behind = [held[e.key, e.id].behind for e in out.entries]
+        out.read_at = [held[e.key, e.id].read_at for e in out.entries]
+        return out
+
+    def _load(self, frames: list[tuple[Entry, Frame]], out: Prepared, executor: Executor | None) -> None:
+        """Decode and letterbox ``frames`` into ``out.batch`` (on the engine's device when it loads images)."""
         if loads_images(engine := self.engine):
             self._load_on_device(engine, frames, out)
-            return out
+            return
         size = self.spec.input_size
         batch = np.empty((len(frames), size, size, 3), np.uint8)  # engines divide by 255 on their device
 
@@ -136,7 +186,6 @@ class Pipeline:
                 out.frames.append(frames[i][1])
                 out.decode_ms.append(ms)
         out.batch = batch[good] if len(good) < len(frames) else batch
-        return out
 
     def _load_on_device(self, engine: LoadsImages, frames: list[tuple[Entry, Frame]], out: Prepared) -> None:
         t0 = time.perf_counter()
@@ -195,14 +244,22 @@ class Pipeline:
         post_s = (time.perf_counter() - t1) / n
         now = time.time()
         published = [
-            (entry, self._result(entry, frame, dets, n, now, prepared.picked_up, ms, predicted.infer_s, post_s))
-            for entry, frame, dets, ms in zip(prepared.entries, prepared.frames, found, prepared.decode_ms, strict=True)
+            (entry, self._result(entry, frame, dets, n, now, read_at, ms, predicted.infer_s, post_s, behind))
+            for entry, frame, dets, ms, behind, read_at in zip(
+                prepared.entries,
+                prepared.frames,
+                found,
+                prepared.decode_ms,
+                prepared.behind,
+                prepared.read_at,
+                strict=True,
+            )
         ]
         return Outcome(published, prepared.failed)
 
     def _result(
-        self, entry: Entry, frame: Frame, dets: Detections, n: int, now: float, picked_up: float,
-        decode_ms: float, infer_s: float, post_s: float,
+        self, entry: Entry, frame: Frame, dets: Detections, n: int, now: float, read_at: float,
+        decode_ms: float, infer_s: float, post_s: float, behind: int,
     ) -> Result:  # fmt: skip
         return Result(
             frame_id=entry.id,
@@ -218,7 +275,7 @@ class Pipeline:
             batch_size=n,
             published_ts=now,
             timings=Timings(
-                queue_ms=max(0.0, (picked_up - frame.capture_ts) * 1000),
+                queue_ms=max(0.0, (read_at - frame.capture_ts) * 1000),
                 decode_ms=decode_ms,
                 inference_ms=infer_s * 1000,
                 postprocess_ms=post_s * 1000,
@@ -227,6 +284,7 @@ class Pipeline:
             detections=self._detections(frame, dets),
             file=frame.file,
             frame_index=frame.frame_index,
+            behind=behind,
         )
 
     def _detections(self, frame: Frame, dets: Detections) -> list[Detection]:

@@ -24,34 +24,44 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Publishing:
-    """Finishes one inferred batch: results published and acked together, failures dead-lettered, stale acked."""
+    """Finishes one inferred batch: results published and acked together, failures dead-lettered, stale and shed
+    frames acked."""
 
     pipeline: Pipeline
     reader: GroupReader
     keys: Keys
     results_maxlen: int
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("results", "stale", "dead", "batches"), 0))
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("results", "stale", "shed", "dead", "batches"), 0)
+    )
 
     def finish(self, predicted: Predicted) -> None:
         prepared = predicted.prepared
         outcome = self.pipeline.finish(predicted)
         for entry, reason in outcome.failed:
             self.reader.dead_letter(entry, reason)
-        # Stale frames (too old to be worth a result) are acked uninferred, and tallied per stream in Redis in the
-        # same transaction, so that every frame read is accounted for.
+        # Stale frames (too old to be worth a result) and shed ones (newer frames of their stream waited) are acked
+        # uninferred, and tallied per stream in Redis in the same transaction, so that every frame read is accounted
+        # for. (Frames skipped unread were tallied by the server as it skipped them.)
         stale = Counter(self.keys.stream_of(e.key) for e in prepared.stale)
+        shed = Counter(self.keys.stream_of(e.key) for e in prepared.shed)
+        tallies = [Tally(self.keys.stale(self.reader.group), stale), Tally(self.keys.shed(self.reader.group), shed)]
         self.reader.publish_and_ack(
             [(self.keys.results(r.stream), encode(r), self.results_maxlen) for _, r in outcome.published],
-            [e for e, _ in outcome.published] + prepared.stale,
-            tally=Tally(self.keys.stale(self.reader.group), stale) if stale else None,
+            [e for e, _ in outcome.published] + prepared.stale + prepared.shed,
+            tallies=[t for t in tallies if t.counts],
         )
-        self._observe(predicted, [r for _, r in outcome.published], stale)
+        skipped = Counter({self.keys.stream_of(k): n for k, n in prepared.skipped.items()})
+        self._observe(predicted, [r for _, r in outcome.published], stale, {"superseded": shed, "skipped": skipped})
         self.counts["results"] += len(outcome.published)
         self.counts["stale"] += len(prepared.stale)
+        self.counts["shed"] += len(prepared.shed) + skipped.total()
         self.counts["dead"] += len(outcome.failed)
         self.counts["batches"] += 1
 
-    def _observe(self, predicted: Predicted, results: list[Result], stale: Counter[str]) -> None:
+    def _observe(
+        self, predicted: Predicted, results: list[Result], stale: Counter[str], shed: dict[str, Counter[str]]
+    ) -> None:
         # Once per stream and batch, not per frame: a label lookup takes a lock.
         pool = self.pipeline.pool.name
         for stream, n in Counter(r.stream for r in results).items():
@@ -61,6 +71,9 @@ class Publishing:
             latency.observe(r.timings.end_to_end_ms / 1000)
         for stream, n in stale.items():
             metrics.STALE.labels(pool, stream).inc(n)
+        for reason, counts in shed.items():
+            for stream, n in counts.items():
+                metrics.SHED.labels(pool, stream, reason).inc(n)
         if predicted.outputs is not None:
             size = len(predicted.prepared.entries)
             metrics.BATCH_SIZE.labels(pool).observe(size)

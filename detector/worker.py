@@ -48,7 +48,8 @@ def run(ctx: Context[DetectorOptions]) -> int:
     pipeline = Pipeline(spec, engine, pool, replica)
     group = keys.detector_group(pool.name)
     reader = group_reader(client, keys, "frames", group, replica, pool, pool.max_batch, cfg.streams.dead_maxlen)
-    feeder = Feeder(Batcher(reader, pool.max_batch, pool.max_wait_ms), pipeline, pool.decode_threads)
+    batcher = Batcher(reader, keys, pool.max_batch, pool.max_wait_ms, pool.max_age_ms, pool.shed_behind)
+    feeder = Feeder(batcher, pipeline, pool.decode_threads)
     publisher = Publisher(Publishing(pipeline, reader, keys, cfg.streams.results_maxlen))
     metrics.register(metrics.GroupCollector(reader, keys.stream_of))
     beacon = Beacon(

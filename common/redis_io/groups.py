@@ -1,4 +1,4 @@
-"""Consumer groups: reading, claiming, dead letters, publish-and-ack.
+"""Consumer groups: reading, claiming, dead letters, publish-and-ack, and skipping a live stream's backlog.
 
 Worker loops see only :class:`GroupReader` (read / ack / dead-letter / publish-and-ack) and never a Redis error:
 connection loss is retried with backoff here, a lost consumer group (server restarted without persistence) is
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +29,37 @@ from common.wire import FIELD, M, WireError, decode
 log = logging.getLogger(__name__)
 
 _RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, Unavailable)
+
+NEWEST = """
+local group, consumer, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local last, lag, read
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local t = {}
+  for i = 1, #g, 2 do t[g[i]] = g[i + 1] end
+  if t['name'] == group then last, lag, read = t['last-delivered-id'], t['lag'], t['entries-read'] end
+end
+if not last then return redis.error_reply('NOGROUP no consumer group ' .. group .. ' on ' .. KEYS[1]) end
+local skipped = 0
+local tail = redis.call('XREVRANGE', KEYS[1], '+', '(' .. last, 'COUNT', keep + 1)
+if #tail > keep then
+  local cut = tail[keep + 1][1]
+  if lag then
+    skipped = lag - keep
+  else
+    skipped = #redis.call('XRANGE', KEYS[1], '(' .. last, cut)
+  end
+  if lag and read then
+    redis.call('XGROUP', 'SETID', KEYS[1], group, cut, 'ENTRIESREAD', read + skipped)
+  else
+    redis.call('XGROUP', 'SETID', KEYS[1], group, cut)
+  end
+  redis.call('HINCRBY', KEYS[2], ARGV[4], skipped)
+end
+return {skipped, redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', keep, 'STREAMS', KEYS[1], '>')}
+"""
+"""Skip a stream's undelivered entries but the newest ``keep``, tally how many (a hash field), and read those
+``keep``: in one step on the server, so that no consumer of the group reads in between and nothing skipped travels.
+KEYS: the stream, the tally hash; ARGV: group, consumer, keep, the tally's field."""
 """What :meth:`GroupReader.read` backs off on (Unavailable: from a ``discover`` that goes through the door)."""
 
 
@@ -129,15 +160,15 @@ class GroupReader:
 
     # -------------------------------------------------------------------------------------------- reading
     @translated
-    def read(self, block_ms: int | None = None) -> list[Entry]:
+    def read(self, block_ms: int | None = None, skip: Collection[str] = ()) -> list[Entry]:
         """The next entries: own pending first, then claimed idle ones, then new ones, blocking up to ``block_ms``
-        (default: the reader's; 0: do not block).
+        (default: the reader's; 0: do not block); new ones from no key in ``skip`` (the caller holds enough of those).
 
         Never raises on Redis trouble: it logs, backs off and returns an empty list; only a refusal other than a lost
         group (an ACL without the command) leaves, as :class:`Refused`.
         """
         try:
-            entries = self._read_once(self.block_ms if block_ms is None else block_ms)
+            entries = self._read_once(self.block_ms if block_ms is None else block_ms, skip)
         except (ResponseError, Refused) as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -159,7 +190,7 @@ class GroupReader:
             self._handed.update((e.key, e.id) for e in kept)
         return kept
 
-    def _read_once(self, block_ms: int) -> list[Entry]:
+    def _read_once(self, block_ms: int, skip: Collection[str] = ()) -> list[Entry]:
         now = time.monotonic()
         if now >= self._next_scan:
             self._rescan()
@@ -174,10 +205,13 @@ class GroupReader:
             claimed = self._claim_idle()
             if claimed:
                 return claimed
+        keys = [k for k in self._keys if k not in skip] if skip else self._keys
+        if not keys:
+            return []
         reply = self.client.xreadgroup(
             self.group,
             self.consumer,
-            dict.fromkeys(self._keys, ">"),
+            dict.fromkeys(keys, ">"),
             count=self.count,
             block=block_ms if block_ms > 0 else None,  # BLOCK 0 would wait forever
         )
@@ -257,6 +291,46 @@ class GroupReader:
         self._backlog.update(dict.fromkeys(new, "0"))  # a restarted consumer finds its own pending entries here
         self._keys = keys
 
+    @translated
+    def read_newest(self, keys: Mapping[str, str], keep: int, tally: str) -> tuple[list[Entry], dict[str, int]]:
+        """For each stream key (mapped to its field in the ``tally`` hash): skip its undelivered entries but the
+        newest ``keep`` and read those. Returns the entries read and, per key, how many were skipped (already added
+        to the tally). A skipped entry is never delivered: nothing to ack, and it costs no transfer.
+
+        For a live stream whose plain read came back full, so that newer entries may wait behind it: what is served
+        is then at most ``keep - 1`` entries behind the stream's newest when it was read. Like :meth:`read`, it
+        never raises on Redis trouble: it logs and returns nothing (the caller serves what it has)."""
+        if not keys:
+            return [], {}
+        script = self.client.register_script(NEWEST)
+        pipe = self.client.pipeline(transaction=False)
+        for key, name in keys.items():
+            script(keys=[key, tally], args=[self.group, self.consumer, keep, name], client=pipe)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except _RETRIED as exc:
+            self.stats.redis_errors += 1
+            log.warning("redis unavailable while catching up with live streams (%s)", exc)
+            return [], {}
+        entries: list[Entry] = []
+        skipped: dict[str, int] = {}
+        for key, reply in zip(keys, replies, strict=True):
+            if isinstance(reply, Exception):
+                log.warning("cannot catch up with %s: %s", key, reply)
+                self._next_scan = 0.0  # NOGROUP: the rescan recreates the group
+                continue
+            count, read = reply
+            if int(count):
+                skipped[key] = int(count)
+            for _, found in read or ():  # a script's reply: an entry's fields come as a flat list
+                for entry_id, fields in found:
+                    payload = entry_payload(dict(zip(fields[::2], fields[1::2], strict=True)), self.payload_field)
+                    entries.append(Entry(key, text(entry_id), payload))
+        kept = self._screen(entries)
+        with self._handed_lock:
+            self._handed.update((e.key, e.id) for e in kept)
+        return kept, skipped
+
     # -------------------------------------------------------------------------------------------- writing
     @translated
     def ack(self, entries: Iterable[Entry]) -> None:
@@ -313,10 +387,10 @@ class GroupReader:
         messages: Sequence[tuple[str, bytes, int]],
         done: Sequence[Entry],
         mark: Mark | None = None,
-        tally: Tally | None = None,
+        tallies: Sequence[Tally] = (),
     ) -> None:
         """XADD every (key, payload, maxlen) and XACK the entries they answer, in one MULTI/EXEC; with ``mark``,
-        also record its members as handled (see :meth:`handled`), and with ``tally``, add its counts, in the same
+        also record its members as handled (see :meth:`handled`), and add the counts of ``tallies``, in the same
         transaction."""
         if not messages and not done:
             return  # a batch of only dead-lettered frames: no round trip
@@ -328,7 +402,7 @@ class GroupReader:
                 now = time.time()
                 pipe.zadd(mark.key, dict.fromkeys(mark.members, now))
                 pipe.zremrangebyscore(mark.key, "-inf", now - mark.keep_s)  # bounded: old marks go
-            if tally is not None:
+            for tally in tallies:
                 for name, count in tally.counts.items():
                     pipe.hincrby(tally.key, name, count)
             for e in done:

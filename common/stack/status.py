@@ -1,7 +1,7 @@
 """``python -m common.stack.status --config stack.yaml``: a live table of the stack, read from Redis alone.
 
 Per stream: fps in (frames pushed) and out (results published), both from the streams' own entry counters between
-two looks; each detector pool's lag (frames not yet read), pending (read, not answered) and stale drops; each
+two looks; each detector pool's lag (frames not yet read), pending (read, not answered), stale and shed drops; each
 sink's lag. Per detector replica: its device, engine, GPU memory and answered frames, from the beacon every replica
 refreshes (a replica silent for 15 s is shown as such). ``--once`` prints one table (two looks ``--interval``
 apart) and exits.
@@ -52,6 +52,7 @@ class Look:
     groups: dict[tuple[str, str], GroupState] = field(default_factory=dict)
     """(group, stream) -> that group on the stream (frames for pools, results for sinks)"""
     stale: dict[tuple[str, str], int] = field(default_factory=dict)
+    shed: dict[tuple[str, str], int] = field(default_factory=dict)
     replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
     """"pool/replica" -> the replica's beacon"""
 
@@ -75,6 +76,7 @@ def look(client: Client, cfg: StackConfig) -> Look:
     for pool in cfg.detector.pools:
         group = keys.detector_group(pool.name)
         out.stale.update({(pool.name, s): int(n) for s, n in fields(client, keys.stale(group)).items()})
+        out.shed.update({(pool.name, s): int(n) for s, n in fields(client, keys.shed(group)).items()})
         beacons = fields(client, keys.replicas(group))
         out.replicas.update({f"{pool.name}/{r}": json.loads(v) for r, v in beacons.items()})
     return out
@@ -92,7 +94,7 @@ def tables(cfg: StackConfig, before: Look, now: Look) -> Group:
     for column in ("stream", "fps in", "fps out"):
         streams.add_column(column, justify="left" if column == "stream" else "right")
     for pool in cfg.detector.pools:
-        streams.add_column(f"{pool.name}: lag / pending / stale", justify="right")
+        streams.add_column(f"{pool.name}: lag / pending / stale / shed", justify="right")
     for sink in grouped_sinks(cfg):
         streams.add_column(f"{sink.name}: lag", justify="right")
     for stream, (frames, results) in sorted(now.added.items()):
@@ -100,14 +102,14 @@ def tables(cfg: StackConfig, before: Look, now: Look) -> Group:
         row = [stream, f"{(frames - old_frames) / span:.1f}", f"{(results - old_results) / span:.1f}"]
         for pool in cfg.detector.pools:
             g = now.groups.get((pool.name, stream))
-            stale = now.stale.get((pool.name, stream), 0)
-            row.append("-" if g is None else f"{_lag(g)} / {g.pending} / {stale}")
+            stale, shed = now.stale.get((pool.name, stream), 0), now.shed.get((pool.name, stream), 0)
+            row.append("-" if g is None else f"{_lag(g)} / {g.pending} / {stale} / {shed}")
         for sink in grouped_sinks(cfg):
             g = now.groups.get((sink.name, stream))
             row.append("-" if g is None else _lag(g))
         streams.add_row(*row)
     replicas = Table(title="detector replicas", title_justify="left")
-    for column in ("pool/replica", "device", "engine", "GPU MB", "answered", "stale", "seen"):
+    for column in ("pool/replica", "device", "engine", "GPU MB", "answered", "stale", "shed", "seen"):
         replicas.add_column(column, justify="left" if column in ("pool/replica", "device", "engine") else "right")
     for name, info in sorted(now.replicas.items()):
         age = now.at - float(info.get("ts", 0))
@@ -115,7 +117,7 @@ def tables(cfg: StackConfig, before: Look, now: Look) -> Group:
         gpu = info.get("gpu_memory_mb")
         replicas.add_row(name, str(info.get("device", "?")), str(info.get("engine", "?")),
                          "-" if gpu is None else str(gpu), str(info.get("results", 0)), str(info.get("stale", 0)),
-                         seen)  # fmt: skip
+                         str(info.get("shed", 0)), seen)  # fmt: skip
     return Group(streams, replicas)
 
 

@@ -1,16 +1,21 @@
-"""Cross-stream batching against a real server: size, deadline, quiet streams, overflow."""
+"""Cross-stream batching against a real server: size, deadline, quiet streams, overflow; and graceful overload:
+live frames shed past ``shed_behind`` (skipped unread on the server, or superseded in hand), counted, freshest
+first; a recording's frames never shed."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis
 
 from common.keys import Keys
 from common.redis_io import GroupReader, stream_keys
+from common.wire import Frame, decode, encode
 from detector.batcher import Batcher
+from detector.pipeline import Gathered
 
 pytestmark = pytest.mark.contract
 
@@ -22,18 +27,35 @@ def batcher(
     max_wait_ms: int,
     block_ms: int = 2000,
     names: tuple[str, ...] = ("*",),
+    shed_behind: int | None = None,
+    count: int | None = None,
+    max_age_ms: int | None = None,
 ) -> Batcher:
     keys = Keys(prefix)
     reader = GroupReader(
-        client, group="detector:p", consumer="c", dead_key=keys.dead_letters(), block_ms=block_ms, count=max_batch,
-        rescan_s=0.05, discover=lambda: stream_keys(client, keys.frames_pattern(), keys.frames(""), list(names)),
+        client, group="detector:p", consumer="c", dead_key=keys.dead_letters(), block_ms=block_ms,
+        count=count or max_batch, rescan_s=0.05,
+        discover=lambda: stream_keys(client, keys.frames_pattern(), keys.frames(""), list(names)),
     )  # fmt: skip
-    return Batcher(reader, max_batch, max_wait_ms)
+    return Batcher(reader, keys, max_batch, max_wait_ms, max_age_ms, shed_behind)
 
 
-def push(client: redis.Redis, prefix: str, stream: str, n: int) -> None:
-    for i in range(n):
-        client.xadd(Keys(prefix).frames(stream), {"msg": f"{stream}-{i}".encode()})
+def frame(stream: str, seq: int, live: bool = True) -> bytes:
+    return encode(Frame(stream=stream, seq=seq, capture_ts=time.time(), width=8, height=8, encoding="jpeg",
+                        image_width=8, image_height=8, data=b"\xff\xd8", live=live))  # fmt: skip
+
+
+def push(client: redis.Redis, prefix: str, stream: str, n: int, live: bool = True, start: int = 0) -> list[str]:
+    key = Keys(prefix).frames(stream)
+    return [str(client.xadd(key, {"msg": frame(stream, start + i, live)}).decode()) for i in range(n)]
+
+
+def names(batch: Gathered) -> list[str]:
+    return [f"{h.frame.stream}-{h.frame.seq}" for h in batch.held]
+
+
+def seqs(batch: Gathered, stream: str) -> list[int]:
+    return sorted(h.frame.seq for h in batch.held if h.frame.stream == stream)
 
 
 def test_a_full_batch_spans_streams_and_closes_at_max_batch(client: redis.Redis, prefix: str) -> None:
@@ -42,10 +64,9 @@ def test_a_full_batch_spans_streams_and_closes_at_max_batch(client: redis.Redis,
     b = batcher(client, prefix, max_batch=4, max_wait_ms=5000)
     stop = threading.Event()
     first = b.next(stop)
-    assert len(first) == 4
-    rest = b.next(stop) + b.next(stop)
-    got = sorted(e.payload or b"" for e in first + rest)
-    assert got == sorted(f"{s}-{i}".encode() for s in "abc" for i in range(3))  # overflow carried, none lost
+    assert len(first.held) == 4
+    got = names(first) + names(b.next(stop)) + names(b.next(stop))
+    assert sorted(got) == sorted(f"{s}-{i}" for s in "abc" for i in range(3))  # overflow carried, none lost
 
 
 def test_a_partial_batch_closes_at_the_deadline_from_its_first_frame(client: redis.Redis, prefix: str) -> None:
@@ -56,7 +77,7 @@ def test_a_partial_batch_closes_at_the_deadline_from_its_first_frame(client: red
     started = time.monotonic()
     batch = b.next(stop)
     waited = time.monotonic() - started
-    assert len(batch) == 2
+    assert len(batch.held) == 2
     assert waited < 1.9  # closed by max_wait_ms, not by the 2 s block: the quiet stream held nothing back
 
 
@@ -65,11 +86,153 @@ def test_a_frame_arriving_within_the_deadline_joins_the_batch(client: redis.Redi
     b = batcher(client, prefix, max_batch=8, max_wait_ms=1500, names=("a", "b"))  # b exists, silent so far
     stop = threading.Event()
     threading.Timer(0.3, push, args=(client, prefix, "b", 1)).start()
-    batch = b.next(stop)
-    assert sorted(e.payload or b"" for e in batch) == [b"a-0", b"b-0"]
+    assert sorted(names(b.next(stop))) == ["a-0", "b-0"]
 
 
 def test_nothing_to_read_returns_an_empty_batch_after_the_block_time(client: redis.Redis, prefix: str) -> None:
     push(client, prefix, "a", 0)
     b = batcher(client, prefix, max_batch=8, max_wait_ms=10, block_ms=200)
-    assert b.next(threading.Event()) == []
+    batch = b.next(threading.Event())
+    assert (batch.held, batch.failed, batch.stale, batch.shed, batch.skipped) == ([], [], [], [], {})
+
+
+def test_a_message_that_does_not_decode_is_failed_with_the_reason(client: redis.Redis, prefix: str) -> None:
+    client.xadd(Keys(prefix).frames("a"), {"msg": b"junk"})
+    push(client, prefix, "a", 1)
+    batch = batcher(client, prefix, max_batch=8, max_wait_ms=10).next(threading.Event())
+    assert names(batch) == ["a-0"]
+    [(_, why)] = batch.failed
+    assert why.startswith("WireError: not a msgpack message")
+
+
+# ---------------------------------------------------------------------------------------------------- shedding
+def shed_tally(client: redis.Redis, prefix: str) -> dict[str, int]:
+    tally: Any = client.hgetall(Keys(prefix).shed("detector:p"))
+    return {k.decode(): int(v) for k, v in tally.items()}
+
+
+def test_a_live_backlog_is_skipped_on_the_server_to_the_newest_frames(client: redis.Redis, prefix: str) -> None:
+    """A read that comes back full has newer frames behind it: the catch-up skips all but the newest
+    shed_behind + 1 unread (tallied by the server), and the full read's own frames are shed as superseded."""
+    push(client, prefix, "a", 30)
+    b = batcher(client, prefix, max_batch=4, max_wait_ms=10, shed_behind=1)
+    batch = b.next(threading.Event())
+    assert seqs(batch, "a") == [28, 29]  # the newest two, nothing older
+    assert {h.frame.seq: h.behind for h in batch.held} == {28: 1, 29: 0}
+    assert len(batch.shed) == 4  # the first read's four (seq 0-3), superseded in hand
+    assert batch.skipped == {Keys(prefix).frames("a"): 24}  # seq 4-27, never delivered
+    assert shed_tally(client, prefix) == {"a": 24}  # the in-hand ones are tallied when the batch is acked
+    group = next(g for g in client.xinfo_groups(Keys(prefix).frames("a")) if g["name"] == b"detector:p")
+    assert group["lag"] == 0 and group["pending"] == 4 + 2  # the shed four are acked with the batch, not here
+    assert group["entries-read"] == 30
+
+
+def test_the_catch_up_counts_skipped_frames_when_redis_cannot_tell_the_lag(client: redis.Redis, prefix: str) -> None:
+    """An entry deleted from the middle of the stream leaves Redis unable to tell the lag: the script counts."""
+    ids = push(client, prefix, "a", 12)
+    b = batcher(client, prefix, max_batch=2, max_wait_ms=10, shed_behind=0)
+    b.reader.read(block_ms=0)  # creates the group (from the start) and reads seq 0-1
+    client.xdel(Keys(prefix).frames("a"), ids[5])
+    client.xgroup_setid(Keys(prefix).frames("a"), "detector:p", ids[1])  # forget entries-read: lag unknown
+    assert client.xinfo_groups(Keys(prefix).frames("a"))[0]["lag"] is None
+    batch = b.next(threading.Event())
+    assert seqs(batch, "a") == [11]
+    assert batch.skipped == {Keys(prefix).frames("a"): 6}  # seq 4-10 but 5; seq 2-3 came in the full read, shed
+    assert len(batch.shed) == 2
+
+
+def test_frames_in_hand_are_superseded_by_newer_ones_of_their_stream(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", 2)
+    b = batcher(client, prefix, max_batch=1, max_wait_ms=10, shed_behind=0, count=8)
+    first = b.next(threading.Event())
+    assert seqs(first, "a") == [1] and len(first.shed) == 1  # seq 0 was behind seq 1 in the same read
+    push(client, prefix, "b", 1)
+    push(client, prefix, "a", 1, start=2)
+    second = b.next(threading.Event())
+    assert len(second.held) == 1 and not second.shed
+
+
+def test_batches_take_the_freshest_live_frames_first_then_recordings_in_order(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "rec", 5, live=False)
+    for s in ("old", "mid", "new"):
+        push(client, prefix, s, 1)
+        time.sleep(0.005)  # entry ids a few ms apart
+    b = batcher(client, prefix, max_batch=2, max_wait_ms=10, shed_behind=2)
+    stop = threading.Event()
+    assert names(b.next(stop)) == ["new-0", "mid-0"]
+    assert names(b.next(stop)) == ["old-0", "rec-0"]
+    rest = names(b.next(stop)) + names(b.next(stop))
+    assert rest == ["rec-1", "rec-2", "rec-3", "rec-4"]
+
+
+def test_a_recording_is_never_shed_however_far_behind(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "rec", 40, live=False)
+    b = batcher(client, prefix, max_batch=8, max_wait_ms=10, shed_behind=0)
+    stop = threading.Event()
+    got: list[int] = []
+    for _ in range(6):
+        batch = b.next(stop)
+        assert not batch.shed and not batch.skipped
+        got += [h.frame.seq for h in batch.held]
+    assert got == list(range(40))
+    assert shed_tally(client, prefix) == {}
+
+
+def test_without_shed_behind_every_live_frame_is_batched_in_order(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", 20)
+    b = batcher(client, prefix, max_batch=8, max_wait_ms=10, shed_behind=None)
+    stop = threading.Event()
+    got = [h.frame.seq for _ in range(3) for h in b.next(stop).held]
+    assert got == list(range(20))
+
+
+def test_frames_in_hand_past_max_age_are_stale_not_batched(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", 1)
+    push(client, prefix, "b", 1)
+    b = batcher(client, prefix, max_batch=1, max_wait_ms=10, shed_behind=2, max_age_ms=200)
+    first = b.next(threading.Event())
+    assert len(first.held) == 1
+    time.sleep(0.3)
+    second = b.next(threading.Event())
+    assert not second.held and len(second.stale) == 1
+
+
+def test_two_consumers_catching_up_at_once_never_serve_the_same_frame(client: redis.Redis, prefix: str) -> None:
+    """The catch-up is one step on the server: two replicas racing over one backlog split it, skip it once."""
+    push(client, prefix, "a", 50)
+    one = batcher(client, prefix, max_batch=4, max_wait_ms=10, shed_behind=1)
+    two = batcher(client, prefix, max_batch=4, max_wait_ms=10, shed_behind=1)
+    two.reader.consumer = "d"
+    results: list[Gathered] = []
+    threads = [threading.Thread(target=lambda b=b: results.append(b.next(threading.Event()))) for b in (one, two)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    served = [h.frame.seq for g in results for h in g.held]
+    assert len(served) == len(set(served))
+    settled = len(served) + sum(len(g.shed) for g in results) + sum(shed_tally(client, prefix).values())
+    assert settled == 50  # every frame read once or skipped once
+    assert max(served) == 49
+
+
+def test_the_results_carry_how_far_behind_the_frame_was(client: redis.Redis, prefix: str) -> None:
+    push(client, prefix, "a", 3)
+    batch = batcher(client, prefix, max_batch=8, max_wait_ms=10, shed_behind=2).next(threading.Event())
+    assert sorted((h.frame.seq, h.behind) for h in batch.held) == [(0, 2), (1, 1), (2, 0)]
+    assert decode(frame("a", 0), Frame).live
+
+
+def test_a_recording_in_hand_is_not_read_further_until_batched(client: redis.Redis, prefix: str) -> None:
+    """What a recording's pacing counts is frames not read yet: the hand takes one read's worth of a stream at most,
+    so a recording waiting behind live frames keeps its frames in Redis (and its ingest paced)."""
+    push(client, prefix, "rec", 30, live=False)
+    b = batcher(client, prefix, max_batch=2, max_wait_ms=10, shed_behind=1, count=4)
+    stop = threading.Event()
+    for i in range(3):
+        push(client, prefix, "live", 4, start=4 * i)
+        batch = b.next(stop)
+        assert {h.frame.stream for h in batch.held} == {"live"}  # live first while there is any
+        assert b.held <= 4 + 2  # four of the recording, two live (shed_behind 1), never more
+    group = next(g for g in client.xinfo_groups(Keys(prefix).frames("rec")) if g["name"] == b"detector:p")
+    assert group["entries-read"] == 4 and group["lag"] == 26

@@ -148,8 +148,8 @@ def test_publish_and_ack_is_one_transaction(client: redis.Redis, prefix: str) ->
     entries = [e for _ in range(3) for e in r.read()]
     out = Keys(prefix).results("a")
     tally = Tally(Keys(prefix).stale("detector:p"), {"a": 1})
-    r.publish_and_ack([(out, b"r1", 100), (out, b"r2", 100)], entries, tally=tally)
-    r.publish_and_ack([], entries[:1], tally=tally)
+    r.publish_and_ack([(out, b"r1", 100), (out, b"r2", 100)], entries, tallies=[tally])
+    r.publish_and_ack([], entries[:1], tallies=[tally])
     assert [f[b"msg"] for _, f in client.xrange(out)] == [b"r1", b"r2"]
     assert client.xpending(entries[0].key, "detector:p")["pending"] == 0
     assert client.hgetall(tally.key) == {b"a": b"2"}

@@ -44,6 +44,7 @@ def test_three_streams_two_replicas_find_the_shapes_and_never_report_null(tmp_pa
               model: {{folder: {MODEL}, input_size: 256}}
               max_batch: 8
               max_age_ms: null
+              shed_behind: null
               block_ms: 500
               ignore_labels: ["NULL"]
         sinks:

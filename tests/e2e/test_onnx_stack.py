@@ -59,6 +59,7 @@ def test_a_detector_process_runs_an_onnx_export_on_what_ingest_publishes(tmp_pat
               engine: {{kind: onnx, gpu: null, threads: 1}}
               max_batch: 4
               max_age_ms: null  # every frame must get a result, however slow the start
+              shed_behind: null
               block_ms: 500
         sinks:
           - {{kind: jsonl, name: out, path: results.jsonl, block_ms: 500}}

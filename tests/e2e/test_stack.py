@@ -56,6 +56,7 @@ def stack_yaml(tmp: Path, prefix: str, *, architecture: str, fps: float = 8.0, r
               model: {{architecture: {architecture}, classes: [circle, square, triangle, "NULL"], input_size: 128}}
               max_batch: 4
               max_age_ms: null  # every frame must get a result, however slow the start
+              shed_behind: null
               block_ms: 500
               score_threshold: 0.0
               max_per_class: 2

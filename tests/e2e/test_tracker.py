@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
 
 PREFIX = "trk"
 MODEL = {"folder": str(ROOT / "detector" / "models" / "shapes"), "input_size": 256}
-DEMO_POOL = {"model": MODEL, "max_batch": 8, "max_age_ms": None, "ignore_labels": ["NULL"]}
+DEMO_POOL = {"model": MODEL, "max_batch": 8, "max_age_ms": None, "shed_behind": None, "ignore_labels": ["NULL"]}
 AREAS = {
     "zones": [{"name": "left", "polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]], "loiter_s": 3}],
     "lines": [{"name": "middle", "points": [[0.5, 0], [0.5, 1]]}],

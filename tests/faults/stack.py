@@ -42,9 +42,11 @@ def write_config(path: Path, prefix: str, cameras: list[dict[str, Any]], pool: d
                  sinks: list[dict[str, Any]], streams: dict[str, Any] | None = None,
                  redis_cfg: dict[str, Any] | None = None, ingest: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """A stack config: the cameras, one detector pool named main (tiny model on the CPU unless ``pool`` says
-    otherwise), the sinks; short blocking and rescans so that faults show quickly."""
+    otherwise), the sinks; short blocking and rescans so that faults show quickly. The faults are about delivery:
+    every frame gets a result however late (no shedding) unless ``pool`` says otherwise (test_overload does)."""
     main = {"name": "main", "model": TINY, "engine": {"kind": "torch", "gpu": None}, "max_batch": 4,
-            "max_wait_ms": 30, "block_ms": 300, "claim_idle_ms": 1500, "rescan_s": 0.5, **pool}  # fmt: skip
+            "max_wait_ms": 30, "block_ms": 300, "claim_idle_ms": 1500, "rescan_s": 0.5, "shed_behind": None,
+            **pool}  # fmt: skip
     config = {
         "redis": {"socket_timeout_s": 5, **(redis_cfg or {})},
         "streams": {"prefix": prefix, "frames_maxlen": 100_000, "results_maxlen": 100_000, **(streams or {})},
@@ -153,6 +155,8 @@ class StreamLedger:
     """Pushed frames (distinct seq) with a result on the results stream."""
     duplicates: int = 0
     stale: int = 0
+    shed: int = 0
+    """Live frames shed because newer ones of their stream waited (the pool's shed_behind)."""
     dead: int = 0
     pending: int = 0
     lag: int | None = 0
@@ -161,17 +165,19 @@ class StreamLedger:
 
     @property
     def missing(self) -> int:
-        """Pushed frames that ended in none of the three ways."""
-        return self.pushed - self.answered - self.stale - self.dead
+        """Pushed frames that ended in none of the four ways."""
+        return self.pushed - self.answered - self.stale - self.shed - self.dead
 
 
 def ledger(client: redis.Redis, prefix: str, pushed: dict[str, int], pool: str = "main") -> dict[str, StreamLedger]:
-    """The ledger of every stream, from ingest's counts and what Redis holds (frames, results, the stale tally,
-    dead letters, the detector group's pending and lag)."""
+    """The ledger of every stream, from ingest's counts and what Redis holds (frames, results, the stale and shed
+    tallies, dead letters, the detector group's pending and lag)."""
     keys = Keys(prefix)
     group = keys.detector_group(pool)
     tally: Any = client.hgetall(keys.stale(group))
     stale = {text(k): int(v) for k, v in tally.items()}
+    tally = client.hgetall(keys.shed(group))
+    shed = {text(k): int(v) for k, v in tally.items()}
     dead = Counter(keys.stream_of(text(f[b"origin"])) for _, f in client.xrange(keys.dead_letters()) if b"origin" in f)
     out: dict[str, StreamLedger] = {}
     for stream, count in pushed.items():
@@ -182,8 +188,8 @@ def ledger(client: redis.Redis, prefix: str, pushed: dict[str, int], pool: str =
         info = {text(g["name"]): g for g in client.xinfo_groups(keys.frames(stream))}.get(group, {})
         out[stream] = StreamLedger(
             pushed=count, kept=len(kept), answered=len(kept & set(seqs)), duplicates=sum(seqs.values()) - len(seqs),
-            stale=stale.get(stream, 0), dead=dead.get(stream, 0), pending=int(info.get("pending", 0)),
-            lag=info.get("lag"), unknown=len(set(seqs) - kept),
+            stale=stale.get(stream, 0), shed=shed.get(stream, 0), dead=dead.get(stream, 0),
+            pending=int(info.get("pending", 0)), lag=info.get("lag"), unknown=len(set(seqs) - kept),
         )  # fmt: skip
     return out
 
@@ -210,7 +216,7 @@ def problems(book: dict[str, StreamLedger], redelivered: int) -> list[str]:
 
 
 def totals(book: dict[str, StreamLedger]) -> dict[str, int]:
-    fields = ("pushed", "kept", "answered", "duplicates", "stale", "dead", "missing")
+    fields = ("pushed", "kept", "answered", "duplicates", "stale", "shed", "dead", "missing")
     return {f: sum(getattr(v, f) for v in book.values()) for f in fields}
 
 

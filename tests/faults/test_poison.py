@@ -107,7 +107,7 @@ def test_ten_thousand_poison_messages_among_good_frames_through_the_real_service
     config.write_text(yaml.safe_dump({
         "streams": {"prefix": prefix, "frames_maxlen": 100_000, "dead_maxlen": 100_000},
         "detector": {"pools": [{
-            "name": "main", "max_batch": 32, "max_age_ms": None, "block_ms": 300,
+            "name": "main", "max_batch": 32, "max_age_ms": None, "shed_behind": None, "block_ms": 300,
             "model": {"architecture": "tiny", "classes": ["a", "b"], "input_size": 64},
             "engine": {"kind": "torch", "gpu": None},
         }]},

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
+from prometheus_client import REGISTRY
 
 from common.keys import Keys
 from common.redis_io import Entry, GroupReader, Tally
@@ -30,7 +32,11 @@ class RecordingReader:
         self.tallies: list[Tally] = []
 
     def publish_and_ack(
-        self, items: list[tuple[str, bytes, int]], entries: list[Entry], mark: None = None, tally: Tally | None = None
+        self,
+        items: list[tuple[str, bytes, int]],
+        entries: list[Entry],
+        mark: None = None,
+        tallies: Sequence[Tally] = (),
     ) -> None:
         self.calls += 1
         if self.calls == self.fail_on_call:
@@ -40,7 +46,7 @@ class RecordingReader:
             assert self.gate.wait(5), "the test never opened the gate"
         self.published.extend((key, payload) for key, payload, _ in items)
         self.acked.extend(e.id for e in entries)
-        self.tallies += [tally] if tally is not None else []
+        self.tallies += tallies
         self.publishing.clear()
 
     def ack(self, entries: list[Entry]) -> None:
@@ -63,7 +69,7 @@ def test_batches_are_published_in_order_and_close_drains_what_is_queued() -> Non
     assert pub.close(5.0)
     assert [decode(p, Result).seq for _, p in reader.published] == list(range(12))
     assert reader.acked == [f"1-{i}" for i in range(12)]
-    assert pub.counts == {"results": 12, "stale": 0, "dead": 0, "batches": 4}
+    assert pub.counts == {"results": 12, "stale": 0, "shed": 0, "dead": 0, "batches": 4}
 
 
 def test_stale_frames_are_acked_with_results_and_tallied_per_stream_in_the_same_call() -> None:
@@ -76,7 +82,31 @@ def test_stale_frames_are_acked_with_results_and_tallied_per_stream_in_the_same_
     assert pub.close(5.0)
     assert reader.calls == 1 and sorted(reader.acked) == ["1-0", "1-1", "1-2"]
     assert reader.tallies == [Tally("t:stale:detector:p", {"cam": 2})]
-    assert pub.counts == {"results": 1, "stale": 2, "dead": 0, "batches": 1}
+    assert pub.counts == {"results": 1, "stale": 2, "shed": 0, "dead": 0, "batches": 1}
+
+
+def test_shed_frames_are_acked_with_results_tallied_per_stream_and_counted_with_their_reason() -> None:
+    reader = RecordingReader()
+    pipeline, _ = make([0])
+    pub = Publisher(Publishing(pipeline, cast(GroupReader, reader), Keys("t"), 100))
+    before = {r: shed_metric("cam", r) for r in ("superseded", "skipped")}
+    gathered = pipeline.gather([jpeg_entry(0)])
+    gathered.shed = [Entry("t:frames:cam", "1-7", b"")]
+    gathered.skipped = {"t:frames:cam": 5}  # skipped unread: tallied by the server, counted here for the metrics
+    pub.put(pipeline.predict(pipeline.prepare(gathered)))
+    assert pub.close(5.0)
+    assert reader.calls == 1 and sorted(reader.acked) == ["1-0", "1-7"]
+    assert reader.tallies == [Tally("t:shed:detector:p", {"cam": 1})]
+    assert pub.counts == {"results": 1, "stale": 0, "shed": 6, "dead": 0, "batches": 1}
+    assert shed_metric("cam", "superseded") - before["superseded"] == 1
+    assert shed_metric("cam", "skipped") - before["skipped"] == 5
+    [(_, published)] = reader.published
+    assert decode(published, Result).behind == 0
+
+
+def shed_metric(stream: str, reason: str) -> float:
+    value = REGISTRY.get_sample_value("streamyolo_frames_shed_total", {"pool": "p", "stream": stream, "reason": reason})
+    return value or 0.0
 
 
 def test_the_next_batch_is_inferred_while_the_last_one_is_being_published() -> None:
