@@ -19,6 +19,7 @@ from ingest.prepare import make_frame
 from ingest.publisher import Publisher, StreamCounters
 from ingest.sampler import Sampler
 from ingest.sources import FrameError, Source, SourceError, open_source
+from ingest.sources.base import tell_sample_interval
 from ingest.sources.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class CameraReader:
     def _pump(self, source: Source, counters: StreamCounters) -> bool:
         """Read until the source ends (True), or a stop is asked (False); SourceError when it breaks."""
         sampler = Sampler(self.camera.every_n, self.camera.fps)
+        # Only a time-based rate lets a source skip frames: every_n counts the frames read, so it needs them all.
+        tell_sample_interval(source, None if self.camera.fps is None else 1.0 / self.camera.fps)
         paced = not source.live and getattr(self.camera.source, "realtime", False)
         live = source.live or paced  # a recording read unpaced has no clock of its own: its frames never go stale
         pacer = None if live or self.max_lag is None else Pacer(self.publisher, self.camera.name, self.max_lag,

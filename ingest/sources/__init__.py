@@ -2,8 +2,9 @@
 plug-in module each (see ``common.plugins``), opened by :func:`open_source` from a camera's ``source`` settings.
 
 A source is read in two steps so that a live stream is drained at its native rate while only the sampled frames
-are converted to BGR (a compressed stream's decoder must still decode every frame: later frames refer to earlier
-ones): ``grab()`` takes the next frame and returns its timestamp (None at the end of a finite source;
+are converted to BGR (a compressed stream's frames refer to earlier ones, so its decoder decodes every frame, unless
+the camera is sampled by time and keyframes come at least once per interval: then the video sources decode keyframes
+alone, see ``_av.py``): ``grab()`` takes the next frame and returns its timestamp (None at the end of a finite source;
 :class:`SourceError` when the source broke), ``retrieve()`` decodes the frame grabbed last (:class:`FrameError`
 when that one frame is unusable: it is skipped and counted).
 """

@@ -1,10 +1,14 @@
-"""What every source shares: the interface the camera reader drives, and its two errors."""
+"""What every source shares: the interface the camera reader drives, its two errors, and the decoder settings of
+the video sources (file, rtsp, http)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import Field
+
+from common.settings import SourceSettings
 
 
 class SourceError(RuntimeError):
@@ -32,3 +36,36 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SampledSource(Protocol):
+    """A source that decodes less when it knows how often its frames are sampled (PyAV: keyframes only)."""
+
+    def sample_interval(self, seconds: float | None) -> None:
+        """Frames are sampled every ``seconds`` of their timestamps; None: not by time (every n-th frame)."""
+        ...
+
+
+def tell_sample_interval(source: Source, seconds: float | None) -> None:
+    """Tell a source its sampling interval before it is read; a source without ``sample_interval`` ignores it."""
+    if isinstance(source, SampledSource):
+        source.sample_interval(seconds)
+
+
+KeyframesOnly = Literal["auto", "never"]
+
+
+class DecodedVideoSettings(SourceSettings):
+    """What the file, rtsp and http sources share: which decoder reads them, and whether it may skip frames."""
+
+    decoder: Literal["pyav", "opencv"] = Field(
+        "pyav",
+        description="pyav: FFmpeg through PyAV, which can decode keyframes only (keyframes_only); opencv: OpenCV's "
+        "VideoCapture, which decodes every frame.",
+    )
+    keyframes_only: KeyframesOnly = Field(
+        "auto",
+        description="auto: with a camera sampled by fps, decode only keyframes once they are seen to come at least "
+        "once per sampling interval (every frame again if they stop doing so); never: decode every frame. pyav only.",
+    )

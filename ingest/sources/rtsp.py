@@ -24,7 +24,7 @@ class RtspSourceConfig(NetworkSourceSettings):
 
 
 def open_rtsp(cfg: RtspSourceConfig, decoder_threads: int) -> Source:
-    return open_stream(cfg, decoder_threads, ffmpeg_options=f"rtsp_transport;{cfg.transport}")
+    return open_stream(cfg, decoder_threads, options={"rtsp_transport": cfg.transport})
 
 
 SOURCES.register(RtspSourceConfig, open_rtsp)
