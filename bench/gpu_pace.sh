@@ -35,6 +35,7 @@ PY
     cat "$OUT/video_hw.txt"
     ls /dev/nvidia* 2>/dev/null | tr '\n' ' '; echo
     e2e _r2_gpu_b32 0 --streams 900 --replicas 2 --max-batch 32
+    e2e _r1_gpu_b64 0 --streams 900 --replicas 1 --max-batch 64
     PYSPY_TAG=_r1_gpu_b64_hiredis PROFILE_WITH_PYSPY=1 e2e _r1_gpu_b64_hiredis 1 --streams 900 --replicas 1 --max-batch 64
     e2e _r1_cpu12_b64_hiredis 1 --streams 900 --replicas 1 --max-batch 64 --decode cpu --decode-threads 12
     e2e _tiny_r1_gpu_b64_hiredis 1 --streams 2000 --replicas 1 --max-batch 64 --arch tiny
