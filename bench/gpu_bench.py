@@ -5,7 +5,10 @@ Parts (``python bench/gpu_bench.py PART --out DIR``):
   graph replays on a device-resident uint8 batch, normalisation included) and peak GPU memory; plus fp16/bf16
   against fp32 on the same random input (max |diff| of the raw heads, relative to their range).
 - ``seed``: the seed's design on the same GPU — K processes, one per stream, batch 1, each with its own model and
-  a 1/K memory share, running this engine flat out: img/s each and in aggregate, GPU memory per process.
+  a 1/K memory share, running this engine flat out (``--compile``: compiled, as the pipeline runs it): img/s each
+  and in aggregate, GPU memory per process.
+- ``buckets``: model only, compiled, batches of 64, 128 and 256.
+- ``autotune``: model only at batch 64 with Inductor's max-autotune (Triton convolutions with fused epilogues).
 - ``fractions``: several replicas on one GPU whose memory fractions sum to <= 1, growth off: every one runs and
   none goes past its share (torch's reserved memory and nvidia-smi's per-process figure).
 - ``decode``: JPEG frames (416 px, and 720p that need a resize) decoded and letterboxed on the GPU (nvJPEG) against
@@ -51,6 +54,7 @@ def engine(
     growth: bool = True,
     decode: str = "cpu",
     compile: bool = False,
+    buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
 ) -> Any:
     from common.config import ModelConfig
     from detector.engines.torch import TorchEngine, TorchEngineConfig
@@ -59,7 +63,7 @@ def engine(
     spec = ModelSpec.from_config(ModelConfig(classes=["a", "b", "c"], architecture=arch, input_size=416))
     cfg = TorchEngineConfig(
         gpu=gpu, precision=cast(Any, precision), memory_fraction=fraction, allow_growth=growth,
-        batch_buckets=[1, 2, 4, 8, 16, 32, 64], decode=cast(Any, decode), compile=compile,
+        batch_buckets=list(buckets), decode=cast(Any, decode), compile=compile,
     )  # fmt: skip
     return TorchEngine(cfg, spec)
 
@@ -144,6 +148,36 @@ def part_compile(out: Path) -> dict[str, Any]:
             rel = max(float(np.abs(g - r).max() / (np.abs(r).max() + 1e-9)) for g, r in zip(got, want, strict=True))
             accuracy.append({"model": f"{arch}-416", "comparison": name, "max_rel_diff": rel})
     return {"compile": rows, "compile_accuracy": accuracy}
+
+
+def part_buckets(out: Path) -> dict[str, Any]:
+    """Model only, YOLOv3-416 fp16 compiled: do batches past 64 buy anything?"""
+    e = engine("yolov3", "fp16", compile=True, buckets=(64, 128, 256))
+    rows = []
+    for batch in (64, 128, 256):
+        seconds = time_device(e, batch)
+        rows.append({"model": "yolov3-416", "batch": batch, "img_per_s": round(batch / seconds, 1),
+                     "ms_per_batch": round(seconds * 1000, 3)})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return {"buckets": rows}
+
+
+def part_autotune(out: Path) -> dict[str, Any]:
+    """Model only, YOLOv3-416 fp16 at batch 64 with Inductor's max-autotune: Triton convolution templates beside
+    cuDNN's, so that a convolution may carry its bias, LeakyReLU and residual add in its epilogue, where today they
+    are a third of the GPU time in kernels of their own. Compile time, img/s and the GPU time's split."""
+    import torch._inductor.config as inductor
+
+    inductor.max_autotune = True
+    inductor.max_autotune_conv_backends = "ATEN,TRITON"
+    started = time.perf_counter()
+    e = engine("yolov3", "fp16", compile=True, buckets=(64,))
+    start_s = time.perf_counter() - started
+    seconds = time_device(e, 64)
+    row = {"model": "yolov3-416", "batch": 64, "max_autotune": True, "engine_start_s": round(start_s, 1),
+           "img_per_s": round(64 / seconds, 1), "ms_per_batch": round(seconds * 1000, 3)}  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return {"autotune": row, "profile": profile_forward(e)}
 
 
 def jpeg_frames(count: int, width: int, height: int) -> list[bytes]:
@@ -312,13 +346,19 @@ def worker_loop(
 
     from detector.engines import DeviceBatch
 
-    e = engine(arch, precision, gpu, fraction, growth, compile=compiled)
+    e = engine(arch, precision, gpu, fraction, growth, compile=compiled, buckets=(batch,))
     frames: Any = np.random.default_rng(os.getpid()).integers(0, 256, (batch, 416, 416, 3), dtype=np.uint8)
     if source == "device":
         on_gpu = torch.from_numpy(frames).to(e._device).permute(0, 3, 1, 2).contiguous()
         frames = DeviceBatch(on_gpu, list(range(batch)), {})
     for _ in range(5):
         e.predict(frames)
+    if barrier := os.environ.get("BENCH_BARRIER"):  # "folder:count": measure only once every worker is ready
+        folder, count = barrier.rsplit(":", 1)
+        Path(folder, str(os.getpid())).touch()
+        deadline = time.monotonic() + 600
+        while len(list(Path(folder).iterdir())) < int(count) and time.monotonic() < deadline:
+            time.sleep(0.2)
     n, started, used = 0, time.perf_counter(), None
     while time.perf_counter() - started < seconds:
         e.predict(frames)
@@ -363,9 +403,11 @@ def gpu_used_mb() -> list[int]:
 def run_workers(
     specs: list[list[str]], seconds: float, start_s: float = 20
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    barrier = tempfile.mkdtemp(prefix="barrier")
+    env = {**os.environ, "BENCH_BARRIER": f"{barrier}:{len(specs)}"}
     procs = [
         subprocess.Popen([sys.executable, __file__, "worker", *s, "--seconds", str(seconds)], stdout=subprocess.PIPE,
-                         text=True, cwd=ROOT)
+                         text=True, cwd=ROOT, env=env)
         for s in specs
     ]  # fmt: skip
     time.sleep(seconds * 0.6 + start_s)  # model load + warm-up, then mid-run
@@ -377,14 +419,18 @@ def run_workers(
     return reports, apps
 
 
-def part_seed(out: Path) -> dict[str, Any]:
+def part_seed(
+    out: Path, compiled: bool = False, ks: tuple[int, ...] = (1, 8, 16), seconds: float = 20
+) -> dict[str, Any]:
+    """The seed's design (K processes, batch 1 each) on this engine; ``compiled``: the engine the pipeline runs."""
     results = []
-    for k in (1, 8, 16):
+    for k in ks:
         share = round(min(1.0, 0.95 / k), 3)
-        reports, apps = run_workers([["yolov3", "fp16", "0", str(share), "1", "1", "0"]] * k, seconds=20)
+        spec = ["yolov3", "fp16", "0", str(share), "1", "1", "1" if compiled else "0"]
+        reports, apps = run_workers([spec] * k, seconds=seconds, start_s=40 if compiled else 20)
         mine = {a["pid"]: a["used_mb"] for a in apps}
         results.append({
-            "processes": k, "memory_fraction_each": share,
+            "processes": k, "memory_fraction_each": share, "compiled": compiled,
             "img_per_s_each": [round(r["img_per_s"], 1) for r in reports],
             "img_per_s_total": round(sum(r["img_per_s"] for r in reports), 1),
             "gpu_memory_mb_each_nvidia_smi": [mine.get(r["pid"]) for r in reports],
@@ -697,7 +743,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "part",
-        choices=["model", "seed", "fractions", "decode", "compile", "profile", "e2e", "two-gpu", "worker", "all"],
+        choices=[
+            "model",
+            "seed",
+            "fractions",
+            "decode",
+            "compile",
+            "profile",
+            "buckets",
+            "autotune",
+            "e2e",
+            "two-gpu",
+            "worker",
+            "all",
+        ],
     )
     p.add_argument("args", nargs="*")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
@@ -712,6 +771,7 @@ def main() -> None:
     p.add_argument("--arch", choices=["yolov3", "tiny"], default="yolov3", help="e2e: the model")
     p.add_argument("--shed-behind", default="default", help="e2e: the pool's shed_behind (a number, null, default)")
     p.add_argument("--sources", default="device,host", help="two-gpu: where the frames come from")
+    p.add_argument("--seed-processes", default="1,8,16", help="seed: the process counts")
     p.add_argument("--gpus", type=int, default=1, help="e2e: replica r runs on GPU r %% gpus")
     p.add_argument("--tag", default="", help="suffix for the JSON file name (e.g. one e2e sweep per setting)")
     a = p.parse_args()
@@ -727,7 +787,11 @@ def main() -> None:
             if part == "model":
                 result = part_model(a.out)
             elif part == "seed":
-                result = part_seed(a.out)
+                result = part_seed(a.out, a.compile, tuple(int(k) for k in a.seed_processes.split(",")), a.seconds)
+            elif part == "buckets":
+                result = part_buckets(a.out)
+            elif part == "autotune":
+                result = part_autotune(a.out)
             elif part == "fractions":
                 result = part_fractions(a.out)
             elif part == "decode":

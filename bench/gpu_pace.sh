@@ -2,7 +2,9 @@
 # Issue 21 on the GPU machine, one call: where the end-to-end time goes and what each change gives.
 #   bash bench/gpu_pace.sh profile     the design as it was, and single-process variants (decode on the GPU or on a
 #                                      CPU pool, with and without hiredis), 900 streams offered; py-spy on one
-#   bash bench/gpu_pace.sh final       the chosen design at and past capacity, tiny, the seed like for like
+#   bash bench/gpu_pace.sh final N M ARGS   the chosen design (ARGS: gpu_bench e2e flags) at N streams (under
+#                                      capacity) and M (1.5x, with and without shedding); the seed like for like
+#                                      (compiled); model only past batch 64 and with max-autotune
 # Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1 av==16.0.1
 # JSON goes to $OUT (gpu_e2e<tag>.json, one per variant); the console gets one line per variant.
 set -uo pipefail
@@ -40,7 +42,14 @@ PY
     e2e _r1_cpu12_b64_hiredis 1 --streams 900 --replicas 1 --max-batch 64 --decode cpu --decode-threads 12
     e2e _tiny_r1_gpu_b64_hiredis 1 --streams 2000 --replicas 1 --max-batch 64 --arch tiny
     ;;
-  final)
-    e2e "_final_$2" 1 "${@:3}"
+  final)  # $2: streams at about 0.7x capacity, $3: at 1.5x; the rest: the chosen design's e2e flags
+    fast=${HIREDIS:-1}
+    e2e _final_unloaded "$fast" --streams "$2" "${@:4}"
+    e2e _final_overload "$fast" --streams "$3" "${@:4}"
+    e2e _final_overload_no_shedding "$fast" --streams "$3" --shed-behind null "${@:4}"
+    PYTHONPATH=$base timeout 200 python3 bench/gpu_bench.py seed --compile --seed-processes 1,16 --seconds 15 \
+      --out "$OUT" --tag _compiled 2>&1 | grep '^==' | cut -c1-600
+    PYTHONPATH=$base timeout 90 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
+    PYTHONPATH=$base timeout 180 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
     ;;
 esac
