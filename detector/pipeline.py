@@ -88,8 +88,8 @@ class Prepared:
 
     @property
     def size(self) -> int:
-        """Entries this batch settles: each ends as a result, a dead letter, or a stale or shed ack."""
-        return len(self.entries) + len(self.failed) + len(self.stale) + len(self.shed)
+        """Entries this batch settles: each ends as a result, a dead letter, a stale or shed ack, or skipped unread."""
+        return len(self.entries) + len(self.failed) + len(self.stale) + len(self.shed) + sum(self.skipped.values())
 
 
 def too_old(frame: Frame, now: float, max_age_ms: int | None) -> bool:
