@@ -425,7 +425,8 @@ def eventually(check: Callable[[], bool], within: float, what: str) -> None:
 def override(standins: dict[str, str]) -> dict[str, Any]:
     """The test-only override: stand-in bases as build args, builds on the host's network, the stand-in Redis;
     a dead replica's frames claimed after 5 s (not 30 s), to keep the test short, and answered rather than acked as
-    stale (frames older than 5 s are, by default), so that the test sees who answered them."""
+    stale (frames older than 5 s are, by default) or shed (newer frames of their camera were answered meanwhile), so
+    that the test sees who answered them."""
 
     def build(base: str) -> dict[str, Any]:
         return {"build": {"args": {"BASE_IMAGE": base}, "network": "host"}}
@@ -442,6 +443,7 @@ def override(standins: dict[str, str]) -> dict[str, Any]:
                 "environment": {
                     "STREAMYOLO__DETECTOR__POOLS__MAIN__CLAIM_IDLE_MS": "5000",
                     "STREAMYOLO__DETECTOR__POOLS__MAIN__MAX_AGE_MS": "120000",
+                    "STREAMYOLO__DETECTOR__POOLS__MAIN__SHED_BEHIND": "null",
                 },
             },
         }
