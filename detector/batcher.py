@@ -98,9 +98,11 @@ class Batcher:
                 by_stream.setdefault(held.entry.key, []).append(held)
             else:
                 self._queue(held)
-        # A stream whose read came back full may have newer frames waiting: catch up with it on the server.
+        # A stream whose read came back full may have newer frames waiting, and so may one whose frames were read
+        # before (a restart's own pending, a dead replica's claimed): catch up with it on the server.
         read = Counter(e.key for e in entries)
-        behind = {k: self.keys.stream_of(k) for k in by_stream if read[k] >= self.reader.count}
+        again = {e.key for e in entries if e.deliveries > 1}
+        behind = {k: self.keys.stream_of(k) for k in by_stream if read[k] >= self.reader.count or k in again}
         newest, skipped = self.reader.read_newest(behind, self.shed_behind + 1, self.keys.shed(self.reader.group))
         for key, n in skipped.items():
             out.skipped[key] = out.skipped.get(key, 0) + n

@@ -236,3 +236,20 @@ def test_a_recording_in_hand_is_not_read_further_until_batched(client: redis.Red
         assert b.held <= 4 + 2  # four of the recording, two live (shed_behind 1), never more
     group = next(g for g in client.xinfo_groups(Keys(prefix).frames("rec")) if g["name"] == b"detector:p")
     assert group["entries-read"] == 4 and group["lag"] == 26
+
+
+def test_a_dead_consumers_claimed_frames_are_shed_when_newer_ones_wait(client: redis.Redis, prefix: str) -> None:
+    """Claimed frames were read long ago: how far behind they are is not known from the claim, so their stream is
+    caught up, and they are shed when newer frames wait."""
+    push(client, prefix, "a", 3)
+    dead = batcher(client, prefix, max_batch=8, max_wait_ms=10)
+    dead.reader.consumer = "dead"
+    assert len(dead.next(threading.Event()).held) == 3  # read, never acked: the consumer dies
+    push(client, prefix, "a", 4, start=3)
+    alive = batcher(client, prefix, max_batch=8, max_wait_ms=10, shed_behind=1)
+    alive.reader.claim_idle_ms = 100
+    time.sleep(0.2)
+    batch = alive.next(threading.Event())
+    assert seqs(batch, "a") == [5, 6]  # the newest two, not the claimed 0-2
+    assert sorted(decode(e.payload, Frame).seq for e in batch.shed) == [0, 1, 2]
+    assert batch.skipped == {Keys(prefix).frames("a"): 2}  # seq 3-4
