@@ -21,7 +21,7 @@ from common.codec import ImageError, check_jpeg, decode_frame
 from common.config import PoolConfig
 from common.redis_io import Entry
 from common.wire import Detection, Frame, Result, Timings, WireError, decode
-from detector.engines import DeviceBatch, Engine, LoadsImages, loads_images, run_batch
+from detector.engines import DeviceBatch, Engine, LoadsImages, loads_images, run_batch, stages_batches
 from detector.model import ModelSpec
 from detector.watchdog import InferenceTimeoutError
 from detector.yolo.postprocess import Detections, decode_boxes, letterbox_into
@@ -186,6 +186,8 @@ class Pipeline:
                 out.frames.append(frames[i][1])
                 out.decode_ms.append(ms)
         out.batch = batch[good] if len(good) < len(frames) else batch
+        if good and stages_batches(engine):
+            out.batch = engine.stage(out.batch)  # onto the device now, while the batch before it runs
 
     def _load_on_device(self, engine: LoadsImages, frames: list[tuple[Entry, Frame]], out: Prepared) -> None:
         t0 = time.perf_counter()

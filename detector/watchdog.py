@@ -10,7 +10,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from detector.engines import DeviceBatch, Engine, EngineError, Image, loads_images, run_batch
+from detector.engines import DeviceBatch, Engine, EngineError, Image, loads_images, run_batch, stages_batches
 from detector.yolo.postprocess import OutputLayout
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,18 @@ class Watchdog:
         if not loads_images(engine):
             raise EngineError(f"the {engine.name} engine does not decode images on its device")
         return engine.load(images)
+
+    @property
+    def stages_batches(self) -> bool:
+        """The watched engine's capability, passed through (see ``detector.engines.StagesBatches``)."""
+        return stages_batches(self._engine)
+
+    def stage(self, batch: np.ndarray) -> DeviceBatch:
+        # On the feeder, as a load is: a copy to the device beside inference.
+        engine = self._engine
+        if not stages_batches(engine):
+            raise EngineError(f"the {engine.name} engine takes no batch onto its device ahead of inference")
+        return engine.stage(batch)
 
     def predict(self, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
         future = self._runner.submit(run_batch, self._engine, batch)

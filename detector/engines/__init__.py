@@ -1,7 +1,8 @@
 """Inference engines, one plug-in module each (see ``common.plugins``), chosen by the pool's ``engine.kind``.
 
 Every engine predicts a letterboxed batch (:class:`Engine`); an engine may also offer to decode and letterbox JPEG
-frames on its own device (:class:`LoadsImages`, torch with nvJPEG), which the pipeline uses when it does. An engine
+frames on its own device (:class:`LoadsImages`, torch with nvJPEG), which the pipeline uses when it does, or to take
+a batch the host letterboxed onto its device ahead of its turn (:class:`StagesBatches`, torch on CUDA). An engine
 imports its framework only when it is created, so ingest and sinks never load TensorFlow or torch.
 """
 
@@ -12,7 +13,17 @@ from typing import TYPE_CHECKING
 
 from common.plugins import ENGINES
 from common.settings import EngineSettings
-from detector.engines.base import DeviceBatch, Engine, EngineError, Image, LoadsImages, loads_images, run_batch
+from detector.engines.base import (
+    DeviceBatch,
+    Engine,
+    EngineError,
+    Image,
+    LoadsImages,
+    StagesBatches,
+    loads_images,
+    run_batch,
+    stages_batches,
+)
 
 if TYPE_CHECKING:
     from detector.model import ModelSpec
@@ -23,11 +34,13 @@ __all__ = [
     "EngineError",
     "Image",
     "LoadsImages",
+    "StagesBatches",
     "create_engine",
     "extra_hint",
     "loads_images",
     "missing_extra",
     "run_batch",
+    "stages_batches",
 ]
 
 

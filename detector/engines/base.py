@@ -73,6 +73,26 @@ class LoadsImages(Protocol):
         ...
 
 
+@runtime_checkable
+class StagesBatches(Protocol):
+    """An optional capability: copying a batch the host letterboxed to the engine's device ahead of its turn, on a
+    stream of its own, so that the copy overlaps the inference of the batch before it."""
+
+    @property
+    def stages_batches(self) -> bool:
+        """Whether it does here and now (torch on CUDA, decoding on the host)."""
+        ...
+
+    def stage(self, batch: np.ndarray) -> DeviceBatch:
+        """``batch`` (B, S, S, 3) uint8 on the engine's device, every row kept."""
+        ...
+
+
+def stages_batches(engine: Engine) -> TypeGuard[StagesBatches]:
+    """Whether ``engine`` takes host-letterboxed batches onto its device ahead of inference now."""
+    return isinstance(engine, StagesBatches) and engine.stages_batches
+
+
 def loads_images(engine: Engine) -> TypeGuard[LoadsImages]:
     """Whether ``engine`` decodes frames on its device now (so the pipeline hands it JPEG bytes)."""
     return isinstance(engine, LoadsImages) and engine.loads_images
@@ -81,7 +101,8 @@ def loads_images(engine: Engine) -> TypeGuard[LoadsImages]:
 def run_batch(engine: Engine, batch: np.ndarray | DeviceBatch) -> list[np.ndarray]:
     """``engine.predict`` on a letterboxed array, or on what the engine's own ``load`` returned."""
     if isinstance(batch, DeviceBatch):
-        if not loads_images(engine):
-            raise EngineError(f"the {engine.name} engine does not decode images on its device")
-        return engine.predict(batch)
+        if not (loads_images(engine) or stages_batches(engine)):
+            raise EngineError(f"the {engine.name} engine takes no batch already on its device")
+        taker: Any = engine  # an engine with either capability takes the device batches it made
+        return list(taker.predict(batch))
     return engine.predict(batch)

@@ -6,8 +6,9 @@ graph per batch-size bucket (a batch is padded up to its bucket), so a batch cos
 convolution's bias, LeakyReLU and residual add into one kernel. The graphs share one memory pool and one
 input buffer: a replica holds the activations of its largest bucket once, not once per bucket. On a GPU, JPEG
 frames can be decoded (nvJPEG) and letterboxed there too (``load``), which takes the CPU's heaviest per-frame
-work off it. Pinning is the CUDA device index; the memory share is torch's per-process cap, reserved up front
-when growth is off. Runs on the CPU too (fp32), and never imports TensorFlow.
+work off it; frames decoded on the host are copied to the GPU ahead of their batch's turn (``stage``), so the copy
+overlaps the batch before. Pinning is the CUDA device index; the memory share is torch's per-process cap, reserved
+up front when growth is off. Runs on the CPU too (fp32), and never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -121,8 +122,11 @@ class TorchEngine:
         self._staging: Any = None
         self._use_graphs = cuda and cfg.cuda_graphs
         self.loads_images = self._decodes_on_device(cfg.decode, cuda)
-        # Frames are loaded on the feeder thread while a batch runs: on a stream of their own, so the two overlap.
-        self._load_stream = torch.cuda.Stream(self._device) if self.loads_images else None  # type: ignore[no-untyped-call]
+        self.stages_batches = cuda and not self.loads_images
+        # Frames are loaded (or host batches staged) on the feeder thread while a batch runs: on a stream of their
+        # own, so the two overlap.
+        self._load_stream = torch.cuda.Stream(self._device) if cuda else None  # type: ignore[no-untyped-call]
+        self._pinned: Any = None  # the feeder's page-locked buffer for staging (the inference thread has its own)
         if self._use_graphs:
             # Capture every bucket now: a first capture mid-stream (with cuDNN's autotuning) stalls that batch for
             # seconds, and every frame queued behind it goes stale.
@@ -201,6 +205,21 @@ class TorchEngine:
             if self._load_stream is not None:
                 self._load_stream.synchronize()  # the batch is complete before the inference stream reads it
         return DeviceBatch(canvas, kept, failed)
+
+    def stage(self, batch: np.ndarray) -> DeviceBatch:
+        """A host-letterboxed (B, S, S, 3) uint8 batch on this engine's device, copied through a page-locked buffer
+        on the load stream (the inference stream is busy with the batch before it); returns once it is there."""
+        torch = self._torch
+        n = len(batch)
+        with torch.inference_mode(), self._on_device(self._load_stream):
+            if self._pinned is None or len(self._pinned) < n:
+                self._pinned = torch.empty((max(n, self._buckets[-1]), *batch.shape[1:]), dtype=torch.uint8,
+                                           pin_memory=True)  # fmt: skip
+            self._pinned[:n].copy_(torch.from_numpy(batch))
+            tensor = self._pinned[:n].to(self._device, non_blocking=True).permute(0, 3, 1, 2)
+            if self._load_stream is not None:
+                self._load_stream.synchronize()  # copied: the buffer is free again, the tensor complete
+        return DeviceBatch(tensor, list(range(n)), {})
 
     @contextlib.contextmanager
     def _on_device(self, stream: Any = None) -> Iterator[None]:

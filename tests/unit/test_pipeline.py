@@ -323,3 +323,31 @@ def test_a_recordings_file_and_frame_index_go_on_to_its_result_and_boxes_may_sta
     assert result.detections[0].box[0] < 0  # the anchor-sized box at the corner cell reaches past the edge
     (_, clipped), *_ = make([0])[0].process([Entry("k", "1-0", encode(frame))]).published
     assert clipped.detections[0].box[0] == 0
+
+
+class StagingEngine(ScriptedEngine):
+    """Decodes nothing itself, but takes host-letterboxed batches onto its device ahead of their turn."""
+
+    stages_batches = True
+
+    def __init__(self, hits: list[int]) -> None:
+        super().__init__(hits)
+        self.staged: list[np.ndarray] = []
+
+    def stage(self, batch: np.ndarray) -> DeviceBatch:
+        self.staged.append(batch.copy())
+        return DeviceBatch(batch.transpose(0, 3, 1, 2), list(range(len(batch))), {})
+
+
+def test_a_host_letterboxed_batch_is_staged_on_the_device_before_inference() -> None:
+    model = ModelConfig(classes=CLASSES, architecture="tiny", input_size=SIZE)
+    engine = StagingEngine([1])
+    pipeline = Pipeline(ModelSpec.from_config(model), engine, PoolConfig(name="p", model=model), "r1")
+    prepared = pipeline.prepare([jpeg_entry(0), frame_entry(1, b"junk"), jpeg_entry(2)])
+    assert isinstance(prepared.batch, DeviceBatch) and len(prepared.batch) == 2  # the undecodable one left out
+    [staged] = engine.staged
+    assert staged.shape == (2, SIZE, SIZE, 3) and staged.dtype == np.uint8
+    assert (staged[:, 0, 0] == 128).all()  # letterboxed on the host: grey above the 2:1 image
+    out = pipeline.infer(prepared)
+    assert [r.seq for _, r in out.published] == [0, 2] and engine.batches == [2]
+    assert [why.split(":")[0] for _, why in out.failed] == ["ImageError"]
