@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue 21 on the GPU machine, one call: where the end-to-end time goes and what each change gives.
-#   bash bench/gpu_pace.sh profile     the design as it was, and single-process variants (decode on the GPU or on a
-#                                      CPU pool, with and without hiredis), 900 streams offered; py-spy on one
-#   bash bench/gpu_pace.sh final N M ARGS   the chosen design (ARGS: gpu_bench e2e flags) at N streams (under
-#                                      capacity) and M (1.5x, with and without shedding); the seed like for like
-#                                      (compiled); model only past batch 64 and with max-autotune
+# Issue 21 on the GPU machine, in one call (device time is scarce): where the end-to-end time goes and what each
+# change gives.
+#   bash bench/gpu_pace.sh all        one process decoding JPEGs on a host pool (staged to the GPU ahead of its turn,
+#                                     hiredis) at 500, 900 and 1,300 streams (with and without shedding); decoding on
+#                                     the GPU (nvJPEG, py-spy on the replica); the design before (2 replicas, nvJPEG,
+#                                     batch 32); tiny at 1,800 streams; the seed's design on the compiled engine;
+#                                     model only past batch 64
+#   bash bench/gpu_pace.sh autotune   model only with Inductor's max-autotune (a long compile: a call of its own)
 # Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1 av==16.0.1
 # JSON goes to $OUT (gpu_e2e<tag>.json, one per variant); the console gets one line per variant.
 set -uo pipefail
@@ -24,32 +26,33 @@ e2e() {  # tag hiredis(0|1) args...
   PYTHONPATH=$path timeout 300 python3 bench/gpu_bench.py e2e --compile --seconds "${SECONDS_EACH:-25}" --out "$OUT" \
     --tag "$tag" "$@" 2>&1 | grep '^==' | cut -c1-900
 }
-case "${1:-profile}" in
-  profile)
-    nvidia-smi --query-gpu=name,utilization.gpu,utilization.decoder,utilization.jpeg --format=csv | tee "$OUT/nvidia_smi.txt"
-    PYTHONPATH=$base python3 - <<'PY' > "$OUT/video_hw.txt" 2>&1
+hardware() {
+  nvidia-smi --query-gpu=name,utilization.gpu,utilization.decoder,utilization.jpeg --format=csv | tee "$OUT/nvidia_smi.txt"
+  PYTHONPATH=$base python3 - <<'PY' > "$OUT/video_hw.txt" 2>&1
 import av, cv2
 print("pyav", av.__version__, "ffmpeg", av.library_versions.get("libavcodec"))
 print("hw decoders in PyAV:", sorted(c for c in av.codecs_available if any(k in c for k in ("cuvid", "nvdec", "vaapi", "qsv"))))
 print("opencv cuda devices:", cv2.cuda.getCudaEnabledDeviceCount() if hasattr(cv2, "cuda") else "no cuda module")
 print(cv2.getBuildInformation().split("Video I/O")[1][:600])
 PY
-    cat "$OUT/video_hw.txt"
-    ls /dev/nvidia* 2>/dev/null | tr '\n' ' '; echo
-    e2e _r2_gpu_b32 0 --streams 900 --replicas 2 --max-batch 32
-    e2e _r1_gpu_b64 0 --streams 900 --replicas 1 --max-batch 64
-    PYSPY_TAG=_r1_gpu_b64_hiredis PROFILE_WITH_PYSPY=1 e2e _r1_gpu_b64_hiredis 1 --streams 900 --replicas 1 --max-batch 64
-    e2e _r1_cpu12_b64_hiredis 1 --streams 900 --replicas 1 --max-batch 64 --decode cpu --decode-threads 12
-    e2e _tiny_r1_gpu_b64_hiredis 1 --streams 2000 --replicas 1 --max-batch 64 --arch tiny
-    ;;
-  final)  # $2: streams at about 0.7x capacity, $3: at 1.5x; the rest: the chosen design's e2e flags
-    fast=${HIREDIS:-1}
-    e2e _final_unloaded "$fast" --streams "$2" "${@:4}"
-    e2e _final_overload "$fast" --streams "$3" "${@:4}"
-    e2e _final_overload_no_shedding "$fast" --streams "$3" --shed-behind null "${@:4}"
-    PYTHONPATH=$base timeout 200 python3 bench/gpu_bench.py seed --compile --seed-processes 1,16 --seconds 15 \
+  cat "$OUT/video_hw.txt"
+}
+host=(--replicas 1 --max-batch 64 --decode cpu --decode-threads 12)  # one process, JPEGs decoded on a host pool
+case "${1:-all}" in
+  all)  # everything in one call, the most telling first (what runs past the call's limit is lost, the rest kept)
+    hardware
+    e2e _host_900 1 --streams 900 "${host[@]}"
+    e2e _host_500 1 --streams 500 "${host[@]}"
+    e2e _host_1300 1 --streams 1300 "${host[@]}"
+    e2e _host_1300_no_shedding 1 --streams 1300 --shed-behind null "${host[@]}"
+    PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
+    e2e _before_r2_gpu_b32_900 0 --streams 900 --replicas 2 --max-batch 32
+    e2e _tiny_host_1800 1 --streams 1800 --arch tiny "${host[@]}"
+    PYTHONPATH=$base timeout 150 python3 bench/gpu_bench.py seed --compile --seed-processes 1,16 --seconds 10 \
       --out "$OUT" --tag _compiled 2>&1 | grep '^==' | cut -c1-600
-    PYTHONPATH=$base timeout 90 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
-    PYTHONPATH=$base timeout 180 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
+    PYTHONPATH=$base timeout 60 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
+    ;;
+  autotune)
+    PYTHONPATH=$base timeout 500 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
     ;;
 esac
