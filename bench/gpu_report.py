@@ -59,8 +59,8 @@ def main() -> None:
         print(
             f"| {r['card']} | {r.get('gpus', 1)} | {r['replicas']} | {r.get('max_batch', 64)} | "
             f"{'compiled' if r.get('compiled') else 'eager'} | {r['streams']} | {r['frames_per_s']:,.0f} | "
-            f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r.get('missing_in_window', '')} | "
-            f"{r['detector_cpu_cores']} | {memory:,} MB | {memory / r['streams']:.1f} | {host} |"
+            f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {missing(r)} | "
+            f"{detector_cores(r)} | {memory:,} MB | {memory / r['streams']:.1f} | {host} |"
         )
     seed = load("seed").get("seed_design", [])
     print("\n| seed design: processes | img/s total | GPU memory, all |\n| ---: | ---: | ---: |")
@@ -71,6 +71,21 @@ def main() -> None:
               f"{r['two_gpus_img_per_s']:,.0f} on two: x{r['scaling']}")  # fmt: skip
     if e2e:
         plot(e2e)
+
+
+def missing(r: dict[str, Any]) -> str:
+    """Frames in the window without a result; since shedding, with how many of them were shed and how many stale."""
+    if "missing_in_window" in r:
+        return str(r["missing_in_window"])
+    return f"{r['missing_in_window_stale_or_shed']} ({r['shed']:,} shed, {r['stale']:,} stale)"
+
+
+def detector_cores(r: dict[str, Any]) -> str:
+    cores = r.get("cpu_cores")
+    if cores is None:
+        return str(r["detector_cpu_cores"])
+    per_k = r.get("cores_per_1000_fps", {})
+    return f"{cores['detectors']} ({per_k.get('detectors', '?')} per 1,000 fps; ingest {per_k.get('ingest', '?')})"
 
 
 def e2e_rows() -> list[dict[str, Any]]:
