@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest_bench import COUNTER_LINE, cpu_seconds, status_field  # noqa: E402
-from bench.machine import cpu_machine  # noqa: E402
+from bench.ingest_bench import COUNTER_LINE, cpu_seconds, status_field, write_config  # noqa: E402
+from bench.machine import cpu_machine, write_report  # noqa: E402
 from common.config import CameraConfig  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
@@ -156,24 +155,6 @@ def micro(path: Path) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------- one case
-def write_config(path: Path, video: Path, cameras: list[str], fps: float, decoder: dict[str, str]) -> None:
-    extra = "".join(f", {k}: {v}" for k, v in decoder.items())
-    items = "".join(
-        f"    - {{name: {name}, source: {{kind: file, path: '{video}', loop: true, realtime: true{extra}}}, "
-        f"fps: {fps:g}, max_side: 640, jpeg_quality: 85}}\n"
-        for name in cameras
-    )
-    path.write_text(
-        textwrap.dedent(f"""\
-            streams: {{prefix: {PREFIX}, frames_maxlen: 200}}
-            ingest:
-              stats_interval_s: 1000
-              cameras:
-            """)
-        + items
-    )
-
-
 def added(client: Client, cameras: list[str]) -> dict[str, int]:
     return {c: entries_added(client, Keys(PREFIX).frames(c)) for c in cameras}
 
@@ -186,7 +167,8 @@ def run_case(server: EmbeddedServer, tmp: Path, video: Path, label: str, n: int,
     server_pid = int(client.info("server")["process_id"])
     cameras = [f"cam{i}" for i in range(n)]
     config = tmp / f"{label}.yaml"
-    write_config(config, video, cameras, fps, decoder)
+    extra = "".join(f", {k}: {v}" for k, v in decoder.items())
+    write_config(config, video, cameras, True, fps, extra, frames_maxlen=200)
     log_path = tmp / f"{label}.log"
     env = {**os.environ, "REDIS_URL": server.url}
     until = timing.warmup_s + timing.window_s
@@ -309,11 +291,8 @@ def main() -> None:
         "target_cores_per_1080p_camera_at_1fps": TARGET_CORES,
         "target_met": met,
         "cases": rows,
-        "bench_wall_s": round(time.monotonic() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out} ({report['bench_wall_s']} s)")
+    write_report(args.out, report, started)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from rich.progress import track
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import cpu_machine  # noqa: E402
+from bench.machine import cpu_machine, write_report  # noqa: E402
 from common.embedded import EmbeddedServer  # noqa: E402
 from common.keys import Keys  # noqa: E402
 from common.redis_io import REDIS_PY_VERSION, Client, connect, entries_added  # noqa: E402
@@ -134,16 +134,20 @@ def snapshot(client: Client, cameras: list[str], pid: int, server_pid: int) -> S
     )
 
 
-def write_config(path: Path, video: Path, cameras: list[str], realtime: bool, fps: float | None) -> None:
+def write_config(
+    path: Path, video: Path, cameras: list[str], realtime: bool, fps: float | None, source: str = "",
+    frames_maxlen: int = 1000,
+) -> None:  # fmt: skip
+    """Cameras reading ``video`` in a loop (``source``: more of their source's settings, ", key: value" each)."""
     rate = f", fps: {fps:g}" if fps is not None else ""
     items = "".join(
-        f"    - {{name: {name}, source: {{kind: file, path: '{video}', loop: true, realtime: {str(realtime).lower()}}}"
-        f", max_side: 640, jpeg_quality: 85{rate}}}\n"
+        f"    - {{name: {name}, source: {{kind: file, path: '{video}', loop: true, realtime: {str(realtime).lower()}"
+        f"{source}}}, max_side: 640, jpeg_quality: 85{rate}}}\n"
         for name in cameras
     )
     path.write_text(
         textwrap.dedent(f"""\
-            streams: {{prefix: {PREFIX}, frames_maxlen: 1000}}
+            streams: {{prefix: {PREFIX}, frames_maxlen: {frames_maxlen}}}
             ingest:
               stats_interval_s: 1000
               max_lag: null  # no detector here: a file read flat out, not paced by one
@@ -349,11 +353,8 @@ def main() -> None:
         "rss_per_stream": per_stream,
         "throughput": throughput,
         "memory": memory,
-        "bench_wall_s": round(time.monotonic() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out} ({report['bench_wall_s']} s)")
+    write_report(args.out, report, started)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +24,11 @@ def cpu_machine(**versions: str) -> dict[str, Any]:
         "opencv": cv2.__version__,
         **versions,
     }
+
+
+def write_report(out: Path, report: dict[str, Any], started: float) -> None:
+    """``report`` with the bench's wall time (since ``started``, monotonic) as JSON at ``out``, and say where."""
+    report["bench_wall_s"] = round(time.monotonic() - started, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out} ({report['bench_wall_s']} s)")
