@@ -45,11 +45,11 @@ case "${1:-all}" in
     e2e _host_500 1 --streams 500 "${host[@]}"
     e2e _host_1300 1 --streams 1300 "${host[@]}"
     e2e _host_1300_no_shedding 1 --streams 1300 --shed-behind null "${host[@]}"
-    PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
-    e2e _before_r2_gpu_b32_900 0 --streams 900 --replicas 2 --max-batch 32
     e2e _tiny_host_1800 1 --streams 1800 --arch tiny "${host[@]}"
+    PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
     PYTHONPATH=$base timeout 150 python3 bench/gpu_bench.py seed --compile --seed-processes 1,16 --seconds 10 \
       --out "$OUT" --tag _compiled 2>&1 | grep '^==' | cut -c1-600
+    e2e _before_r2_gpu_b32_900 0 --streams 900 --replicas 2 --max-batch 32
     PYTHONPATH=$base timeout 60 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
     ;;
   autotune)
