@@ -53,7 +53,8 @@ class Held:
     entry: Entry
     frame: Frame
     read_at: float
-    behind: int = 0
+    behind: int | None = None
+    """None where not counted: a recording's frame, or a pool that does not shed."""
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Prepared:
 
     entries: list[Entry] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
-    behind: list[int] = field(default_factory=list)
+    behind: list[int | None] = field(default_factory=list)
     read_at: list[float] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
     batch: np.ndarray | DeviceBatch | None = None
@@ -261,7 +262,7 @@ class Pipeline:
 
     def _result(
         self, entry: Entry, frame: Frame, dets: Detections, n: int, now: float, read_at: float,
-        decode_ms: float, infer_s: float, post_s: float, behind: int,
+        decode_ms: float, infer_s: float, post_s: float, behind: int | None,
     ) -> Result:  # fmt: skip
         return Result(
             frame_id=entry.id,
