@@ -17,6 +17,8 @@ for w in .whl/*.whl; do
     *) python3 -m pip install -q --no-index --no-deps --target /tmp/site "$w" ;;
   esac
 done
+# pip --target leaves a wheel's scripts (py-spy's binary) in its .data folder: put them on the PATH.
+mkdir -p /tmp/site/bin && find /tmp/site -path '*.data/scripts/*' -type f -exec chmod +x {} + -exec ln -sf {} /tmp/site/bin/ \;
 export PATH=/tmp/site/bin:$PATH
 base=/tmp/site:$(pwd)
 e2e() {  # tag hiredis(0|1) args...
