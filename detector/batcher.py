@@ -5,12 +5,15 @@ A batch closes at ``max_batch`` frames or ``max_wait_ms`` after its first frame.
 wait in the *hand*. With ``shed_behind`` set (the pool's default), a live frame is kept only while at most that many
 newer frames of its stream wait: the reader's server-side catch-up skips a stream's backlog past the bound
 unread, and a frame in hand that newer ones supersede is shed; batches take the freshest live frames first, then
-recordings (never shed) in order. Without it, frames are batched in the order they were read. A feeder thread
+recordings (never shed) in order. Past capacity, reading everything that arrives would cost the host per frame
+pushed: the live streams are then taken in turn, each one's newest frames only. Without ``shed_behind``, frames are
+batched in the order they were read. A feeder thread
 builds and prepares the next batch (decode + letterbox on a thread pool) while the engine runs the current one.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -22,6 +25,8 @@ from common.keys import Keys
 from common.redis_io import Entry, GroupReader
 from common.workers import Worker
 from detector.pipeline import Gathered, Held, Pipeline, Prepared, gather, too_old
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +45,13 @@ class Batcher:
     _ordered: deque[Held] = field(default_factory=deque)
     """Recordings in hand (and, without shedding, every frame), oldest first."""
     _ordered_per_stream: Counter[str] = field(default_factory=Counter)
+    _live_keys: set[str] = field(default_factory=set)
+    """Streams whose last frame read was live."""
+    overloaded: bool = False
+    """More arrives than the pool infers: live streams are taken in turn, their newest frames only (see _in_turn)."""
+    _turn: int = 0
+    _rotation: tuple[int, int] = (0, 0)
+    """(streams taken in turn since the rotation began, frames skipped meanwhile)"""
 
     @property
     def held(self) -> int:
@@ -49,7 +61,24 @@ class Batcher:
     def next(self, stop: threading.Event) -> Gathered:
         """The next batch; empty when nothing arrived within the reader's block time (or on stop)."""
         out = Gathered()
+        if self.overloaded:
+            self._in_turn(out, stop)
+        else:
+            read = self._read(out, stop)
+            if self.shed_behind is not None and read > 2 * self.max_batch and self._live_keys:
+                # Reading everything that arrives costs the host per frame pushed, not per frame inferred: past
+                # capacity, that cost grows with the load until it starves the batches themselves.
+                self.overloaded, self._rotation = True, (0, 0)
+                log.warning("more frames arrive than this replica infers (%d read for one batch of %d): taking the "
+                            "live streams in turn, each one's newest frames, the rest skipped and counted as shed",
+                            read, self.max_batch)  # fmt: skip
+        self._pick(out)
+        return out
+
+    def _read(self, out: Gathered, stop: threading.Event) -> int:
+        """Read across every stream until a batch is full or its deadline passes; returns the entries read."""
         deadline = time.monotonic() + self.max_wait_ms / 1000 if self.held else None
+        read = 0
         fresh = False  # one read per batch at least, so that what waits in Redis competes with what is in hand
         while not stop.is_set():
             skip = self._full()
@@ -57,7 +86,7 @@ class Batcher:
                 break  # a read's worth in hand of every stream: batch those first
             if self.held >= self.max_batch:
                 if not fresh:
-                    self._take(self.reader.read(block_ms=0, skip=skip), out)
+                    read += self._take(self.reader.read(block_ms=0, skip=skip), out)
                 break
             if deadline is None:
                 entries = self.reader.read(skip=skip)
@@ -69,10 +98,35 @@ class Batcher:
                 if left_ms <= 0:
                     break
                 entries = self.reader.read(block_ms=left_ms, skip=skip)
-            self._take(entries, out)
+            read += self._take(entries, out)
             fresh = True
-        self._pick(out)
-        return out
+        return read
+
+    def _in_turn(self, out: Gathered, stop: threading.Event) -> None:
+        """Overloaded: the live streams in turn, ``max_batch`` at a time, each one's newest frames read and the rest
+        skipped on the server, until the hand holds a batch of live frames; so the host reads about what it infers.
+        Recordings (and streams not known yet) are read as usual, without blocking. A whole turn of the streams that
+        skipped nothing means the load fits again: back to reading everything as it comes."""
+        # Every key skipped still runs the reader's rescans and claims (and reads nothing).
+        self._take(self.reader.read(block_ms=0, skip=self._full() | self._live_keys), out)
+        live = [k for k in self.reader.keys if k in self._live_keys]
+        taken = 0
+        while len(self._live) < self.max_batch and taken < len(live) and not stop.is_set():
+            keys = [live[(self._turn + i) % len(live)] for i in range(min(self.max_batch, len(live)))]
+            self._turn = (self._turn + len(keys)) % len(live)
+            taken += len(keys)
+            before = sum(out.skipped.values())
+            self._hold_fresh(self._catch_up(keys, out), out)
+            streams, skipped = self._rotation
+            self._rotation = (streams + len(keys), skipped + sum(out.skipped.values()) - before)
+            if self._rotation[0] >= len(live):
+                if self._rotation[1] == 0:
+                    self.overloaded = False
+                    log.info("the load fits again: reading every stream as frames come")
+                    return
+                self._rotation = (0, 0)
+        if not self.held and not out.held:
+            stop.wait(self.max_wait_ms / 1000)  # every stream empty: do not spin
 
     def _full(self) -> set[str]:
         """Streams with a read's worth of frames in hand in order already: not read again until some are batched
@@ -82,16 +136,18 @@ class Batcher:
     def _queue(self, held: Held) -> None:
         self._ordered.append(held)
         self._ordered_per_stream[held.entry.key] += 1
+        self._live_keys.discard(held.entry.key)
 
-    def _take(self, entries: list[Entry], out: Gathered) -> None:
-        """Decode what was read into the hand; settle the undecodable, the too old and the superseded in ``out``."""
+    def _take(self, entries: list[Entry], out: Gathered) -> int:
+        """Decode what was read into the hand; settle the undecodable, the too old and the superseded in ``out``.
+        Returns how many entries were read."""
         gathered = gather(entries, self.max_age_ms)
         out.failed += gathered.failed
         out.stale += gathered.stale
         if self.shed_behind is None:
             for held in gathered.held:
                 self._queue(held)
-            return
+            return len(entries)
         by_stream: dict[str, list[Held]] = {}
         for held in gathered.held:
             if held.frame.live:
@@ -102,19 +158,34 @@ class Batcher:
         # before (a restart's own pending, a dead replica's claimed): catch up with it on the server.
         read = Counter(e.key for e in entries)
         again = {e.key for e in entries if e.deliveries > 1}
-        behind = {k: self.keys.stream_of(k) for k in by_stream if read[k] >= self.reader.count or k in again}
-        newest, skipped = self.reader.read_newest(behind, self.shed_behind + 1, self.keys.shed(self.reader.group))
+        caught = self._catch_up([k for k in by_stream if read[k] >= self.reader.count or k in again], out)
+        for key, newer in caught.items():  # the plain read's frames are older than every one the catch-up read
+            out.shed += [h.entry for h in by_stream.pop(key, [])]
+            by_stream[key] = newer
+        self._hold_fresh(by_stream, out)
+        return len(entries)
+
+    def _catch_up(self, keys: list[str], out: Gathered) -> dict[str, list[Held]]:
+        """The newest ``shed_behind + 1`` frames of each stream, the older unread ones skipped on the server (and
+        counted in ``out.skipped``); per stream that gave any frame, its live ones (a recording's go in order)."""
+        keep = (self.shed_behind or 0) + 1
+        newest, skipped = self.reader.read_newest(
+            {k: self.keys.stream_of(k) for k in keys}, keep, self.keys.shed(self.reader.group)
+        )
         for key, n in skipped.items():
             out.skipped[key] = out.skipped.get(key, 0) + n
         caught = gather(newest, self.max_age_ms)
         out.failed += caught.failed
         out.stale += caught.stale
-        for key in {e.key for e in newest}:  # the plain read's frames are older than every one the catch-up read
-            out.shed += [h.entry for h in by_stream.pop(key, [])]
+        found: dict[str, list[Held]] = {e.key: [] for e in newest}
         for held in caught.held:
-            by_stream.setdefault(held.entry.key, []).append(held)
-        # The last of each stream is its newest when read (the read was not full, or it was the catch-up's); into
-        # the hand in the order they reached Redis, so that the hand's end holds the freshest.
+            (found[held.entry.key].append(held) if held.frame.live else self._queue(held))
+        return found
+
+    def _hold_fresh(self, by_stream: dict[str, list[Held]], out: Gathered) -> None:
+        """Live frames read together, each stream's in order and its last the stream's newest when read (the read
+        was not full, or it was a catch-up), into the hand in the order they reached Redis: its end holds the
+        freshest."""
         ranked = [
             Held(h.entry, h.frame, h.read_at, len(hs) - 1 - i) for hs in by_stream.values() for i, h in enumerate(hs)
         ]
@@ -123,6 +194,7 @@ class Batcher:
 
     def _hold(self, held: Held, out: Gathered) -> None:
         key = held.entry.key
+        self._live_keys.add(key)
         ids = self._by_stream.setdefault(key, deque())
         ids.append((key, held.entry.id))
         self._live[key, held.entry.id] = held

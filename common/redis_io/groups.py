@@ -39,9 +39,16 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   if t['name'] == group then last, lag, read = t['last-delivered-id'], t['lag'], t['entries-read'] end
 end
 if not last then return redis.error_reply('NOGROUP no consumer group ' .. group .. ' on ' .. KEYS[1]) end
+local function recording(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == ARGV[5] then return string.find(fields[i + 1], '\\164live\\194', 1, true) ~= nil end
+  end
+  return false
+end
 local skipped = 0
 local tail = redis.call('XREVRANGE', KEYS[1], '+', '(' .. last, 'COUNT', keep + 1)
-if #tail > keep then
+if #tail > keep and not recording(tail[1]) then
   local cut = tail[keep + 1][1]
   if lag then
     skipped = lag - keep
@@ -59,7 +66,10 @@ return {skipped, redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', kee
 """
 """Skip a stream's undelivered entries but the newest ``keep``, tally how many (a hash field), and read those
 ``keep``: in one step on the server, so that no consumer of the group reads in between and nothing skipped travels.
-KEYS: the stream, the tally hash; ARGV: group, consumer, keep, the tally's field."""
+A stream whose newest frame is a recording's is read as it is, oldest first: the server's msgpack cannot read the
+frame (it has no bin type), so the script looks for the encoded pair ``live: false`` (fixstr "live", then 0xc2),
+which only a recording's frame holds. KEYS: the stream, the tally hash; ARGV: group, consumer, keep, the tally's
+field, the message field."""
 """What :meth:`GroupReader.read` backs off on (Unavailable: from a ``discover`` that goes through the door)."""
 
 
@@ -294,8 +304,9 @@ class GroupReader:
     @translated
     def read_newest(self, keys: Mapping[str, str], keep: int, tally: str) -> tuple[list[Entry], dict[str, int]]:
         """For each stream key (mapped to its field in the ``tally`` hash): skip its undelivered entries but the
-        newest ``keep`` and read those. Returns the entries read and, per key, how many were skipped (already added
-        to the tally). A skipped entry is never delivered: nothing to ack, and it costs no transfer.
+        newest ``keep`` and read those (a recording's: the oldest ``keep``, none skipped). Returns the entries read
+        and, per key, how many were skipped (already added to the tally). A skipped entry is never delivered: nothing
+        to ack, and it costs no transfer.
 
         For a live stream whose plain read came back full, so that newer entries may wait behind it: what is served
         is then at most ``keep - 1`` entries behind the stream's newest when it was read. Like :meth:`read`, it
@@ -305,7 +316,7 @@ class GroupReader:
         script = self.client.register_script(NEWEST)
         pipe = self.client.pipeline(transaction=False)
         for key, name in keys.items():
-            script(keys=[key, tally], args=[self.group, self.consumer, keep, name], client=pipe)
+            script(keys=[key, tally], args=[self.group, self.consumer, keep, name, self.payload_field], client=pipe)
         try:
             replies = pipe.execute(raise_on_error=False)
         except _RETRIED as exc:

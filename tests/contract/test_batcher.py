@@ -253,3 +253,55 @@ def test_a_dead_consumers_claimed_frames_are_shed_when_newer_ones_wait(client: r
     assert seqs(batch, "a") == [5, 6]  # the newest two, not the claimed 0-2
     assert sorted(decode(e.payload, Frame).seq for e in batch.shed) == [0, 1, 2]
     assert batch.skipped == {Keys(prefix).frames("a"): 2}  # seq 3-4
+
+
+# ---------------------------------------------------------------------------------------------------- overload
+def test_past_capacity_live_streams_are_taken_in_turn_and_the_host_reads_about_what_it_infers(
+    client: redis.Redis, prefix: str
+) -> None:
+    """Reading every frame that arrives costs the host per frame pushed: past capacity the batcher takes the live
+    streams in turn instead, each one's newest frame read and the rest skipped on the server."""
+    streams = [f"s{i:02}" for i in range(40)]
+    for s in streams:
+        push(client, prefix, s, 3)
+    b = batcher(client, prefix, max_batch=8, max_wait_ms=10, shed_behind=0)
+    stop = threading.Event()
+    first = b.next(stop)  # one read of everything: 120 frames for a batch of 8
+    assert b.overloaded and len(first.held) == 8
+    served, read_before = 0, b.reader.stats.read
+    for round_ in range(10):
+        for s in streams:
+            push(client, prefix, s, 5, start=3 + 5 * round_)
+        batch = b.next(stop)
+        assert len(batch.held) == 8 and all(h.behind == 0 for h in batch.held)
+        served += len(batch.held)
+        b.reader.ack([h.entry for h in batch.held] + batch.shed + batch.stale)
+    # About one frame read per frame inferred (each stream's newest), not the 2,000 pushed meanwhile.
+    assert b.reader.stats.read - read_before <= 2 * served + 32, (b.reader.stats.read - read_before, served)
+    assert b.overloaded
+    tally = shed_tally(client, prefix)
+    assert sum(tally.values()) > 1000  # skipped on the server, counted per stream
+    assert set(tally) <= set(streams)
+
+
+def test_the_turns_end_when_a_whole_turn_skips_nothing(client: redis.Redis, prefix: str) -> None:
+    streams = [f"s{i}" for i in range(12)]
+    for s in streams:
+        push(client, prefix, s, 2)
+    b = batcher(client, prefix, max_batch=4, max_wait_ms=10, shed_behind=1)
+    stop = threading.Event()
+    b.next(stop)
+    assert b.overloaded
+    for _ in range(8):  # nothing new arrives: the hand empties, a whole turn finds nothing to skip
+        b.next(stop)
+    assert not b.overloaded
+
+
+def test_a_recording_is_never_skipped_even_when_asked_to_catch_up(client: redis.Redis, prefix: str) -> None:
+    """The catch-up tells a recording's frame by its encoded ``live: false``: it reads the oldest, skips none."""
+    assert b"\xa4live\xc2" in frame("r", 0, live=False) and b"\xa4live\xc2" not in frame("r", 0)
+    push(client, prefix, "rec", 10, live=False)
+    b = batcher(client, prefix, max_batch=4, max_wait_ms=10, shed_behind=0)
+    b.reader.read(block_ms=0, skip=[Keys(prefix).frames("rec")])  # rescans: creates the group
+    got, skipped = b.reader.read_newest({Keys(prefix).frames("rec"): "rec"}, 2, Keys(prefix).shed("detector:p"))
+    assert [decode(e.payload, Frame).seq for e in got] == [0, 1] and skipped == {}
