@@ -103,20 +103,23 @@ class Batcher:
         return read
 
     def _in_turn(self, out: Gathered, stop: threading.Event) -> None:
-        """Overloaded: the live streams in turn, ``max_batch`` at a time, each one's newest frames read and the rest
+        """Overloaded: the live streams in turn, ``max_batch`` at a time, each one's newest frame read and the rest
         skipped on the server, until the hand holds a batch of live frames; so the host reads about what it infers.
         Recordings (and streams not known yet) are read as usual, without blocking. A whole turn of the streams that
         skipped nothing means the load fits again: back to reading everything as it comes."""
         # Every key skipped still runs the reader's rescans and claims (and reads nothing).
         self._take(self.reader.read(block_ms=0, skip=self._full() | self._live_keys), out)
         live = [k for k in self.reader.keys if k in self._live_keys]
+        if not live:
+            self.overloaded = False  # only recordings left: they are read as they come
+            return
         taken = 0
         while len(self._live) < self.max_batch and taken < len(live) and not stop.is_set():
             keys = [live[(self._turn + i) % len(live)] for i in range(min(self.max_batch, len(live)))]
             self._turn = (self._turn + len(keys)) % len(live)
             taken += len(keys)
             before = sum(out.skipped.values())
-            self._hold_fresh(self._catch_up(keys, out), out)
+            self._hold_fresh(self._catch_up(keys, out, keep=1), out)  # the newest alone: the rest would be shed
             streams, skipped = self._rotation
             self._rotation = (streams + len(keys), skipped + sum(out.skipped.values()) - before)
             if self._rotation[0] >= len(live):
@@ -165,10 +168,11 @@ class Batcher:
         self._hold_fresh(by_stream, out)
         return len(entries)
 
-    def _catch_up(self, keys: list[str], out: Gathered) -> dict[str, list[Held]]:
-        """The newest ``shed_behind + 1`` frames of each stream, the older unread ones skipped on the server (and
-        counted in ``out.skipped``); per stream that gave any frame, its live ones (a recording's go in order)."""
-        keep = (self.shed_behind or 0) + 1
+    def _catch_up(self, keys: list[str], out: Gathered, keep: int | None = None) -> dict[str, list[Held]]:
+        """The newest ``keep`` (default ``shed_behind + 1``) frames of each stream, the older unread ones skipped on
+        the server (and counted in ``out.skipped``); per stream that gave any frame, its live ones (a recording's go
+        in order)."""
+        keep = keep or (self.shed_behind or 0) + 1
         newest, skipped = self.reader.read_newest(
             {k: self.keys.stream_of(k) for k in keys}, keep, self.keys.shed(self.reader.group)
         )
