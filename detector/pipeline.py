@@ -74,18 +74,25 @@ class Gathered:
 
 @dataclass
 class Prepared:
-    """A batch ready for the engine: ``batch[i]`` is ``frames[i]`` of ``entries[i]``."""
+    """A batch ready for the engine: ``batch[i]`` is the frame of ``held[i]``."""
 
-    entries: list[Entry] = field(default_factory=list)
-    frames: list[Frame] = field(default_factory=list)
-    behind: list[int | None] = field(default_factory=list)
-    read_at: list[float] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
     batch: np.ndarray | DeviceBatch | None = None
     failed: list[tuple[Entry, str]] = field(default_factory=list)
     stale: list[Entry] = field(default_factory=list)
     shed: list[Entry] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def entries(self) -> list[Entry]:
+        """The entries of the frames in the batch, in its order."""
+        return [h.entry for h in self.held]
+
+    @property
+    def frames(self) -> list[Frame]:
+        """The frames in the batch, in its order."""
+        return [h.frame for h in self.held]
 
     @property
     def size(self) -> int:
@@ -153,14 +160,10 @@ class Pipeline:
         gathered = batch if isinstance(batch, Gathered) else self.gather(batch)
         out = Prepared(failed=list(gathered.failed), stale=list(gathered.stale), shed=list(gathered.shed),
                        skipped=dict(gathered.skipped))  # fmt: skip
-        frames = [(h.entry, h.frame) for h in gathered.held]
-        held = {(h.entry.key, h.entry.id): h for h in gathered.held}
-        self._load(frames, out, executor)
-        out.behind = [held[e.key, e.id].behind for e in out.entries]
-        out.read_at = [held[e.key, e.id].read_at for e in out.entries]
+        self._load(gathered.held, out, executor)
         return out
 
-    def _load(self, frames: list[tuple[Entry, Frame]], out: Prepared, executor: Executor | None) -> None:
+    def _load(self, frames: list[Held], out: Prepared, executor: Executor | None) -> None:
         """Decode and letterbox ``frames`` into ``out.batch`` (on the engine's device when it loads images)."""
         if loads_images(engine := self.engine):
             self._load_on_device(engine, frames, out)
@@ -171,7 +174,7 @@ class Pipeline:
         def fill(i: int) -> tuple[int, float | str]:
             t0 = time.perf_counter()
             try:
-                letterbox_into(decode_image(frames[i][1]), size, batch[i], self.spec.resize)
+                letterbox_into(decode_image(frames[i].frame), size, batch[i], self.spec.resize)
             except ImageError as exc:
                 return i, f"ImageError: {exc}"
             return i, (time.perf_counter() - t0) * 1000
@@ -180,32 +183,30 @@ class Pipeline:
         good: list[int] = []
         for i, ms in results:
             if isinstance(ms, str):
-                out.failed.append((frames[i][0], ms))
+                out.failed.append((frames[i].entry, ms))
             else:
                 good.append(i)
-                out.entries.append(frames[i][0])
-                out.frames.append(frames[i][1])
+                out.held.append(frames[i])
                 out.decode_ms.append(ms)
         out.batch = batch[good] if len(good) < len(frames) else batch
         if good and stages_batches(engine):
             out.batch = engine.stage(out.batch)  # onto the device now, while the batch before it runs
 
-    def _load_on_device(self, engine: LoadsImages, frames: list[tuple[Entry, Frame]], out: Prepared) -> None:
+    def _load_on_device(self, engine: LoadsImages, frames: list[Held], out: Prepared) -> None:
         t0 = time.perf_counter()
         images, sent = [], []
-        for entry, frame in frames:
+        for held in frames:
             try:
-                images.append(encoded_image(frame))
-                sent.append((entry, frame))
+                images.append(encoded_image(held.frame))
+                sent.append(held)
             except ImageError as exc:
-                out.failed.append((entry, f"ImageError: {exc}"))
+                out.failed.append((held.entry, f"ImageError: {exc}"))
         if not images:
             return
         loaded = engine.load(images)
         ms = (time.perf_counter() - t0) * 1000 / max(1, len(frames))
-        out.failed.extend((sent[i][0], f"ImageError: {why}") for i, why in loaded.failed.items())
-        out.entries = [sent[i][0] for i in loaded.kept]
-        out.frames = [sent[i][1] for i in loaded.kept]
+        out.failed.extend((sent[i].entry, f"ImageError: {why}") for i, why in loaded.failed.items())
+        out.held = [sent[i] for i in loaded.kept]
         out.decode_ms = [ms] * len(loaded.kept)
         out.batch = loaded
 
@@ -215,7 +216,7 @@ class Pipeline:
 
     def predict(self, prepared: Prepared) -> Predicted:
         """The engine's half: raw heads for the batch (retried once if the engine had to be restarted)."""
-        if not prepared.entries or prepared.batch is None:
+        if not prepared.held or prepared.batch is None:
             return Predicted(prepared)
         t0 = time.perf_counter()
         try:
@@ -226,7 +227,7 @@ class Pipeline:
                 outputs = run_batch(self.engine, prepared.batch)
             except InferenceTimeoutError as second:
                 return Predicted(prepared, failure=f"inference timed out twice ({second})")
-        return Predicted(prepared, outputs, (time.perf_counter() - t0) / len(prepared.entries))
+        return Predicted(prepared, outputs, (time.perf_counter() - t0) / len(prepared.held))
 
     def finish(self, predicted: Predicted) -> Outcome:
         """The host's half: boxes + NMS, boxes in original pixels, label rules, one result per frame."""
@@ -236,34 +237,26 @@ class Pipeline:
         if predicted.outputs is None:
             return Outcome([], prepared.failed)
         t1 = time.perf_counter()
-        sizes = [(f.image_width, f.image_height) for f in prepared.frames]
+        sizes = [(h.frame.image_width, h.frame.image_height) for h in prepared.held]
         cuts = (self._floor, self.pool.iou_threshold, self.pool.max_per_class, self.pool.clip_boxes)
         layout, num_classes, size = self.engine.output_layout, len(self.spec.classes), self.spec.input_size
         if layout == "yolov3":
             found = decode_heads(predicted.outputs, self.spec.anchors, num_classes, size, sizes, *cuts)
         else:  # boxes the network decoded itself (an ONNX export of YOLOv5/v8/v11)
             found = decode_boxes(predicted.outputs, layout, num_classes, size, sizes, *cuts)
-        n = len(prepared.entries)
+        n = len(prepared.held)
         post_s = (time.perf_counter() - t1) / n
         now = time.time()
         published = [
-            (entry, self._result(entry, frame, dets, n, now, read_at, ms, predicted.infer_s, post_s, behind))
-            for entry, frame, dets, ms, behind, read_at in zip(
-                prepared.entries,
-                prepared.frames,
-                found,
-                prepared.decode_ms,
-                prepared.behind,
-                prepared.read_at,
-                strict=True,
-            )
+            (h.entry, self._result(h, dets, n, now, ms, predicted.infer_s, post_s))
+            for h, dets, ms in zip(prepared.held, found, prepared.decode_ms, strict=True)
         ]
         return Outcome(published, prepared.failed)
 
     def _result(
-        self, entry: Entry, frame: Frame, dets: Detections, n: int, now: float, read_at: float,
-        decode_ms: float, infer_s: float, post_s: float, behind: int | None,
-    ) -> Result:  # fmt: skip
+        self, held: Held, dets: Detections, n: int, now: float, decode_ms: float, infer_s: float, post_s: float
+    ) -> Result:
+        entry, frame = held.entry, held.frame
         return Result(
             frame_id=entry.id,
             stream=frame.stream,
@@ -278,7 +271,7 @@ class Pipeline:
             batch_size=n,
             published_ts=now,
             timings=Timings(
-                queue_ms=max(0.0, (read_at - frame.capture_ts) * 1000),
+                queue_ms=max(0.0, (held.read_at - frame.capture_ts) * 1000),
                 decode_ms=decode_ms,
                 inference_ms=infer_s * 1000,
                 postprocess_ms=post_s * 1000,
@@ -287,7 +280,7 @@ class Pipeline:
             detections=self._detections(frame, dets),
             file=frame.file,
             frame_index=frame.frame_index,
-            behind=behind,
+            behind=held.behind,
         )
 
     def _detections(self, frame: Frame, dets: Detections) -> list[Detection]:

@@ -29,6 +29,7 @@ from common.wire import FIELD, M, WireError, decode
 log = logging.getLogger(__name__)
 
 _RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, Unavailable)
+"""What :meth:`GroupReader.read` backs off on (Unavailable: from a ``discover`` that goes through the door)."""
 
 NEWEST = """
 local group, consumer, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -70,7 +71,6 @@ A stream whose newest frame is a recording's is read as it is, oldest first: the
 frame (it has no bin type), so the script looks for the encoded pair ``live: false`` (fixstr "live", then 0xc2),
 which only a recording's frame holds. KEYS: the stream, the tally hash; ARGV: group, consumer, keep, the tally's
 field, the message field."""
-"""What :meth:`GroupReader.read` backs off on (Unavailable: from a ``discover`` that goes through the door)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,8 @@ class GroupReader:
     """(key, id) of the entries :meth:`read` returned and nobody acked or dead-lettered yet: the work in hand. Any
     other entry pending to this consumer was lost on the way (see :meth:`_claim_idle`)."""
     _handed_lock: threading.Lock = field(default_factory=threading.Lock)
+    _newest: Any = None
+    """NEWEST, registered once (redis-py's Script: EVALSHA, loading it again after a server restart)."""
 
     @property
     def keys(self) -> list[str]:
@@ -195,10 +197,7 @@ class GroupReader:
             time.sleep(delay)
             return []
         self._read_backoff.reset()
-        kept = self._screen(entries)
-        with self._handed_lock:
-            self._handed.update((e.key, e.id) for e in kept)
-        return kept
+        return self._hand_out(entries)
 
     def _read_once(self, block_ms: int, skip: Collection[str] = ()) -> list[Entry]:
         now = time.monotonic()
@@ -279,6 +278,13 @@ class GroupReader:
         counts = {text(p[0]["message_id"]): int(p[0]["times_delivered"]) for p in pipe.execute() if p}
         return [Entry(key, i, p, counts.get(i, 1), t) for i, p, t in found]
 
+    def _hand_out(self, entries: list[Entry]) -> list[Entry]:
+        """The entries read that are work to do (see :meth:`_screen`), recorded as in hand."""
+        kept = self._screen(entries)
+        with self._handed_lock:
+            self._handed.update((e.key, e.id) for e in kept)
+        return kept
+
     def _screen(self, entries: list[Entry]) -> list[Entry]:
         """Ack entries trimmed while pending; dead-letter entries past the delivery limit."""
         keep: list[Entry] = []
@@ -313,10 +319,12 @@ class GroupReader:
         never raises on Redis trouble: it logs and returns nothing (the caller serves what it has)."""
         if not keys:
             return [], {}
-        script = self.client.register_script(NEWEST)
+        if self._newest is None:
+            self._newest = self.client.register_script(NEWEST)
         pipe = self.client.pipeline(transaction=False)
         for key, name in keys.items():
-            script(keys=[key, tally], args=[self.group, self.consumer, keep, name, self.payload_field], client=pipe)
+            args = [self.group, self.consumer, keep, name, self.payload_field]
+            self._newest(keys=[key, tally], args=args, client=pipe)
         try:
             replies = pipe.execute(raise_on_error=False)
         except _RETRIED as exc:
@@ -337,10 +345,7 @@ class GroupReader:
                 for entry_id, fields in found:
                     payload = entry_payload(dict(zip(fields[::2], fields[1::2], strict=True)), self.payload_field)
                     entries.append(Entry(key, text(entry_id), payload))
-        kept = self._screen(entries)
-        with self._handed_lock:
-            self._handed.update((e.key, e.id) for e in kept)
-        return kept, skipped
+        return self._hand_out(entries), skipped
 
     # -------------------------------------------------------------------------------------------- writing
     @translated
