@@ -6,6 +6,7 @@
 #                                     the GPU (nvJPEG, py-spy on the replica); the design before (2 replicas, nvJPEG,
 #                                     batch 32); tiny at 1,800 streams; the seed's design on the compiled engine;
 #                                     model only past batch 64
+#   bash bench/gpu_pace.sh capacity   each design's capacity: one replica on a host pool (py-spy), two, nvJPEG, tiny
 #   bash bench/gpu_pace.sh autotune   model only with Inductor's max-autotune (a long compile: a call of its own)
 # Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1 av==16.0.1
 # JSON goes to $OUT (gpu_e2e<tag>.json, one per variant); the console gets one line per variant.
@@ -53,6 +54,13 @@ case "${1:-all}" in
       --out "$OUT" --tag _compiled 2>&1 | grep '^==' | cut -c1-600
     e2e _before_r2_gpu_b32_900 0 --streams 900 --replicas 2 --max-batch 32
     PYTHONPATH=$base timeout 60 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
+    ;;
+  capacity)  # each design's capacity (in-turn reads past capacity), where a replica's time goes, host vs nvJPEG
+    PYSPY_TAG=_host_500 PROFILE_WITH_PYSPY=1 e2e _host_500 1 --streams 500 "${host[@]}"
+    e2e _host_r2_900 1 --streams 900 --replicas 2 --max-batch 64 --decode cpu --decode-threads 6
+    e2e _host_900 1 --streams 900 "${host[@]}"
+    e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
+    e2e _tiny_host_1800 1 --streams 1800 --arch tiny "${host[@]}"
     ;;
   autotune)
     PYTHONPATH=$base timeout 500 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
