@@ -26,9 +26,11 @@ Nothing is asserted; ``bench/gpu_report.py`` turns the JSON into the README's ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -506,7 +508,13 @@ def part_e2e(
     for n in streams:
         # Sized for the streams: 25 frames of ~33 KB (5 s at 5 fps, past max_age_ms) and 1,000 results per stream.
         memory = EmbeddedServerConfig(maxmemory_mb=2048 + n * 8)
-        with tempfile.TemporaryDirectory(prefix="e2e") as tmp, EmbeddedServer(Path(tmp) / "v.sock", memory) as server:
+        with (
+            tempfile.TemporaryDirectory(prefix="e2e") as tmp,
+            EmbeddedServer(Path(tmp) / "v.sock", memory) as server,
+            contextlib.ExitStack() as cleanup,
+        ):
+            procs: list[subprocess.Popen[Any]] = []
+            cleanup.callback(kill_leftovers, procs)  # a variant that fails must not leave replicas on the GPU
             config = Path(tmp) / "stack.yaml"
             cams = "\n".join(
                 f"    - {{name: c{i}, source: {{kind: synthetic, seed: {i}, width: 416, height: 416, fps: 5}}, "
@@ -545,6 +553,7 @@ def part_e2e(
                                  stderr=subprocess.PIPE, text=True)
                 for r in range(replicas)
             ]  # fmt: skip
+            procs += dets
             ready_s = wait_for_consumers(client, keys, replicas, dets)  # model load, compile, graph capture
             groups = max(1, n // 100)
             ingests = [
@@ -555,6 +564,7 @@ def part_e2e(
                 )
                 for g in range(groups)
             ]  # fmt: skip
+            procs += ingests
             valkey = [server.pid] if server.pid is not None else []
             parts = {"detectors": [p.pid for p in dets], "ingest": [p.pid for p in ingests], "valkey": valkey}
             cpu_before = {part: cpu_seconds(pids) for part, pids in parts.items()}
@@ -563,13 +573,16 @@ def part_e2e(
             pushed_before, window_t0 = frames_pushed(client, keys, n), time.time()
             gpu_util = GpuUtilisation().start()
             profiler = None
-            if os.environ.get("PROFILE_WITH_PYSPY"):  # where a replica's time goes, under this load
+            if os.environ.get("PROFILE_WITH_PYSPY") and shutil.which("py-spy") is None:
+                print("== py-spy is not on the PATH: no profile", flush=True)
+            elif os.environ.get("PROFILE_WITH_PYSPY"):  # where a replica's time goes, under this load
                 profiler = subprocess.Popen(
                     ["py-spy", "record", "--pid", str(dets[0].pid), "--duration", str(int(seconds * 0.6)),
                      "--rate", "50", "--threads", "--format", "raw", "--nonblocking",
                      "--output", str(out / f"pyspy_{n}_streams{os.environ.get('PYSPY_TAG', '')}.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
+                procs.append(profiler)
             time.sleep(seconds * 0.45)
             gpu_used_all = gpu_used_mb()
             gpu_used = gpu_used_all[0]
@@ -589,8 +602,9 @@ def part_e2e(
             for det in dets:
                 det.send_signal(signal.SIGTERM)
                 logs.append(det.communicate(timeout=60)[1])
-            tally: Any = client.hgetall(keys.shed(keys.detector_group("gpu")))
-            shed = sum(int(v) for v in tally.values())
+            shed = sum(
+                int(v) for t in keys.tallies("shed", keys.detector_group("gpu")) for v in client.hgetall(t).values()
+            )
             results = [
                 decode(cast(bytes, f[b"msg"]), Result)  # type: ignore[index]
                 for i in range(n)
@@ -629,6 +643,14 @@ def part_e2e(
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {"e2e": rows}
+
+
+def kill_leftovers(procs: list[subprocess.Popen[Any]]) -> None:
+    """Kill what a failed variant left running (a replica holding the GPU would skew every variant after it)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def frames_pushed(client: Any, keys: Any, n: int) -> int:

@@ -12,22 +12,19 @@
 # JSON goes to $OUT (gpu_e2e<tag>.json, one per variant); the console gets one line per variant.
 set -uo pipefail
 mkdir -p /tmp/site /tmp/hiredis
-for w in .whl/*.whl; do
-  case "$w" in
-    *hiredis*) python3 -m pip install -q --no-index --no-deps --target /tmp/hiredis "$w" ;;
-    *) python3 -m pip install -q --no-index --no-deps --target /tmp/site "$w" ;;
-  esac
-done
-# pip --target leaves a wheel's scripts (py-spy's binary) in its .data folder: put them on the PATH.
-mkdir -p /tmp/site/bin && find /tmp/site -path '*.data/scripts/*' -type f -exec chmod +x {} + -exec ln -sf {} /tmp/site/bin/ \;
+# One pip call for all (pip --target, called once per wheel, keeps only the first wheel's bin/: py-spy's was lost).
+python3 -m pip install -q --no-index --no-deps --target /tmp/site $(ls .whl/*.whl | grep -v hiredis)
+python3 -m pip install -q --no-index --no-deps --target /tmp/hiredis .whl/hiredis*.whl
+find /tmp/site -path '*.data/scripts/*' -type f -exec chmod +x {} + -exec ln -sf {} /tmp/site/bin/ \;
 export PATH=/tmp/site/bin:$PATH
+command -v py-spy || echo "== py-spy not found"
 base=/tmp/site:$(pwd)
 e2e() {  # tag hiredis(0|1) args...
   local tag=$1 fast=$2; shift 2
   local path=$base
   [ "$fast" = 1 ] && path=/tmp/hiredis:$base
-  PYTHONPATH=$path timeout 300 python3 bench/gpu_bench.py e2e --compile --seconds "${SECONDS_EACH:-25}" --out "$OUT" \
-    --tag "$tag" "$@" 2>&1 | grep '^==' | cut -c1-900
+  PYTHONPATH=$path timeout "${LIMIT_EACH:-150}" python3 bench/gpu_bench.py e2e --compile --seconds "${SECONDS_EACH:-25}" \
+    --out "$OUT" --tag "$tag" "$@" 2>&1 | grep -E '^==|Error' | cut -c1-900
 }
 hardware() {
   nvidia-smi --query-gpu=name,utilization.gpu,utilization.decoder,utilization.jpeg --format=csv | tee "$OUT/nvidia_smi.txt"
@@ -59,8 +56,8 @@ case "${1:-all}" in
     PYSPY_TAG=_host_500 PROFILE_WITH_PYSPY=1 e2e _host_500 1 --streams 500 "${host[@]}"
     e2e _host_r2_900 1 --streams 900 --replicas 2 --max-batch 64 --decode cpu --decode-threads 6
     e2e _host_900 1 --streams 900 "${host[@]}"
-    e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
     e2e _tiny_host_1800 1 --streams 1800 --arch tiny "${host[@]}"
+    e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
     ;;
   autotune)
     PYTHONPATH=$base timeout 500 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
