@@ -73,7 +73,7 @@ def answered(client: Any) -> int:
 
 
 def stale(client: Any) -> int:
-    return sum(int(v) for v in client.hgetall(KEYS.stale(KEYS.detector_group("main"))).values())
+    return sum(int(v) for t in KEYS.tallies("stale", KEYS.detector_group("main")) for v in client.hgetall(t).values())
 
 
 def latencies(client: Any, since: dict[str, str]) -> list[float]:

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from common.keys import MAX_SHARDS, Keys
 from common.plugins import ENGINES, SINKS, SOURCES
 from common.redact import redact, redact_text
 from common.redis_io.settings import RedisConfig
@@ -57,6 +58,14 @@ class StreamsConfig(Strict):
     frames_maxlen: int = Field(2000, ge=10, le=10_000_000, description="Approximate cap of each frames stream.")
     results_maxlen: int = Field(10_000, ge=10, le=10_000_000, description="Approximate cap of each results stream.")
     dead_maxlen: int = Field(10_000, ge=10, le=10_000_000, description="Approximate cap of the dead-letter stream.")
+    shards: int = Field(
+        12,
+        ge=1,
+        le=MAX_SHARDS,
+        description="On a cluster (redis.cluster): the cameras are spread by name over this many shards, each a hash "
+        "tag in their keys (a read per shard, not per camera; see docs/result-schema.md). Ignored on one server; "
+        "every service of a stack must use the same count.",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- ingest
@@ -288,6 +297,20 @@ class StackConfig(Strict):
                 f"kind tracker (here: {', '.join(trackers) or 'none; add one'})"
             )
         return sinks
+
+    @property
+    def keys(self) -> Keys:
+        """The stack's key names: with shard tags on a cluster."""
+        return Keys(self.streams.prefix, self.streams.shards if self.redis.cluster else None)
+
+    @model_validator(mode="after")
+    def _cluster_prefix(self) -> Self:
+        if self.redis.cluster and ("{" in self.streams.prefix or "}" in self.streams.prefix):
+            raise ValueError(
+                f"streams.prefix {self.streams.prefix!r}: on a cluster (redis.cluster) the prefix holds no braces: "
+                "the stack puts each camera's shard in its keys as the hash tag"
+            )
+        return self
 
     @model_validator(mode="after")
     def _timeouts_exceed_blocking(self) -> Self:

@@ -13,6 +13,7 @@ builds and prepares the next batch (decode + letterbox on a thread pool) while t
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -174,7 +175,7 @@ class Batcher:
         in order)."""
         keep = keep or (self.shed_behind or 0) + 1
         newest, skipped = self.reader.read_newest(
-            {k: self.keys.stream_of(k) for k in keys}, keep, self.keys.shed(self.reader.group)
+            {k: self.keys.stream_of(k) for k in keys}, keep, functools.partial(self.keys.shed, self.reader.group)
         )
         for key, n in skipped.items():
             out.skipped[key] = out.skipped.get(key, 0) + n

@@ -45,11 +45,13 @@ class Publishing:
         # for. (Frames skipped unread were tallied by the server as it skipped them.)
         stale = Counter(self.keys.stream_of(e.key) for e in prepared.stale)
         shed = Counter(self.keys.stream_of(e.key) for e in prepared.shed)
-        tallies = [Tally(self.keys.stale(self.reader.group), stale), Tally(self.keys.shed(self.reader.group), shed)]
+        group = self.reader.group
+        tallies = [Tally(self.keys.stale(group, s), {s: n}) for s, n in stale.items()]
+        tallies += [Tally(self.keys.shed(group, s), {s: n}) for s, n in shed.items()]
         self.reader.publish_and_ack(
             [(self.keys.results(r.stream), encode(r), self.results_maxlen) for _, r in outcome.published],
             [e for e, _ in outcome.published] + prepared.stale + prepared.shed,
-            tallies=[t for t in tallies if t.counts],
+            tallies=tallies,
         )
         skipped = Counter({self.keys.stream_of(k): n for k, n in prepared.skipped.items()})
         self._observe(predicted, [r for _, r in outcome.published], stale, {"superseded": shed, "skipped": skipped})

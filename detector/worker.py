@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 
 from common import metrics
-from common.keys import Keys
 from common.redis_io import connect, group_reader
 from common.service import Context
 from detector.batcher import Batcher, Feeder
@@ -41,7 +40,7 @@ def run(ctx: Context[DetectorOptions]) -> int:
     cfg = ctx.config
     pool = cfg.pool(ctx.options.pool)
     replica = ctx.options.replica
-    keys = Keys(cfg.streams.prefix)
+    keys = cfg.keys
     client = connect(ctx.redis_url, cfg.redis)
     spec = ModelSpec.from_config(pool.model)
     engine = Watchdog(lambda: create_engine(pool.engine, spec, pool.max_batch), pool.inference_timeout_s)

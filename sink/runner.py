@@ -11,7 +11,6 @@ from typing import Literal
 
 from common import metrics
 from common.config import StackConfig
-from common.keys import Keys
 from common.plugins import SINKS
 from common.redis_io import Client, GroupReader, group_reader
 from common.service import Context, choose
@@ -58,7 +57,7 @@ def _reader(
     tracker: str,
 ) -> GroupReader:
     cfg = ctx.config
-    keys = Keys(cfg.streams.prefix)
+    keys = cfg.keys
     group = keys.sink_group(sink.name)
     reader = group_reader(
         client, keys, stage, group, ctx.options.consumer, sink, sink.batch, cfg.streams.dead_maxlen, tracker

@@ -11,16 +11,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from common.redis_io.errors import translated
+from common.redis_io.errors import CLUSTER_TRANSIENT, translated
 from common.redis_io.settings import RedisConfig
 
-Client: TypeAlias = redis.Redis
-"""What :func:`connect` returns; annotations elsewhere name this, not redis-py."""
+Client: TypeAlias = redis.Redis | redis.RedisCluster
+"""What :func:`connect` returns (a cluster's client with ``redis.cluster``); annotations elsewhere name this, not
+redis-py."""
 
 REDIS_PY_VERSION: str = redis.__version__
 """The client library's version (benchmarks report it)."""
 
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    *CLUSTER_TRANSIENT,
+)
 """redis-py's errors the door's own loops retry (inside the door only: outside, they are :class:`Unavailable`)."""
 
 
@@ -41,22 +47,30 @@ def connect(url: str, cfg: RedisConfig | None = None) -> Client:
         }
     elif cfg.tls_settings:  # the config refuses this; a URL given apart from it (sink tail --redis-url) may not
         raise ValueError(f"redis {', '.join(cfg.tls_settings)} set, but the URL is not rediss://")
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=cfg.socket_timeout_s,
-        socket_connect_timeout=cfg.connect_timeout_s,
-        # Not on timeouts: a call on a silent network must give up after socket_timeout, once, and let its
-        # loop decide (retrying it would hold a read for (retries + 1) timeouts). Retry's own default errors
-        # include TimeoutError, and retry_on_error only adds to them: hence supported_errors.
-        retry=Retry(
-            ExponentialBackoff(cap=2.0, base=0.05),
-            cfg.retries,
-            supported_errors=(RedisConnectionError, BusyLoadingError),
-        ),
-        retry_on_error=[RedisConnectionError, BusyLoadingError],
-        health_check_interval=30,
-        **tls,
+    # Not on timeouts: a call on a silent network must give up after socket_timeout, once, and let its loop decide
+    # (retrying it would hold a read for (retries + 1) timeouts). Retry's own default errors include TimeoutError,
+    # and retry_on_error only adds to them: hence supported_errors.
+    retry = Retry(
+        ExponentialBackoff(cap=2.0, base=0.05), cfg.retries, supported_errors=(RedisConnectionError, BusyLoadingError)
     )
+    common: dict[str, Any] = {
+        "socket_timeout": cfg.socket_timeout_s,
+        "socket_connect_timeout": cfg.connect_timeout_s,
+        "health_check_interval": 30,
+        **tls,
+    }
+    if cfg.cluster:
+        if url.startswith("unix://"):
+            raise ValueError("redis.cluster: a cluster is reached over TCP (redis:// or rediss://), not a unix socket")
+        # The cluster client retries a command itself across a failover (CLUSTERDOWN, MOVED, a node gone: it asks
+        # the cluster for the slots again); its retry object sets how many times and how long it waits between.
+        return redis.RedisCluster.from_url(url, retry=retry, **common)
+    return redis.Redis.from_url(url, retry=retry, retry_on_error=[RedisConnectionError, BusyLoadingError], **common)
+
+
+def is_cluster(client: Client) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (keys of one operation must then share a slot)."""
+    return isinstance(client, redis.RedisCluster)
 
 
 @translated

@@ -5,8 +5,10 @@ redis-py's classes say which layer failed (``AuthenticationError`` is a ``Connec
 Every function of the door translates at its boundary (:data:`translated`), as httpx does with httpcore's errors:
 
 ==================  ====================================================================================
-``Unavailable``     ``ConnectionError``, ``TimeoutError``, ``BusyLoadingError``, an ``OSError`` on the socket:
-                    the server cannot be reached or is not ready; the same call may succeed later.
+``Unavailable``     ``ConnectionError``, ``TimeoutError``, ``BusyLoadingError``, an ``OSError`` on the socket,
+                    and a cluster between owners (``CLUSTERDOWN``, ``TRYAGAIN``, a slot no node serves, no
+                    node reachable): the server cannot be reached or is not ready; the same call may succeed
+                    later.
 ``Denied``          ``AuthenticationError``, ``AuthorizationError``, ``NoPermissionError``: this client's
                     credentials or its ACL; trying again cannot help.
 ``Full``            ``OutOfMemoryError``: maxmemory reached (``noeviction``); writes pass again once readers
@@ -28,10 +30,15 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
+    ClusterError,
     NoPermissionError,
     OutOfMemoryError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -57,10 +64,19 @@ class Full(Refused):
     """The server is out of memory (maxmemory, ``noeviction``) and refuses writes until it has room again."""
 
 
+CLUSTER_TRANSIENT: tuple[type[BaseException], ...] = (
+    ClusterError,  # CLUSTERDOWN, MASTERDOWN: a failover under way, or the majority lost
+    TryAgainError,  # a slot being migrated
+    SlotNotCoveredError,
+    RedisClusterUnreachableError,
+)
+"""A cluster's errors that pass once its nodes settle (redis-py's cluster client retries them too, a few times)."""
+
 # Order matters: redis-py's AuthenticationError is a ConnectionError, its OutOfMemoryError a ResponseError.
 _MAPPING: tuple[tuple[tuple[type[BaseException], ...], type[RedisIOError]], ...] = (
     ((AuthenticationError, AuthorizationError, NoPermissionError), Denied),
     ((OutOfMemoryError,), Full),
+    (CLUSTER_TRANSIENT, Unavailable),
     ((RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError), Unavailable),
     ((ResponseError,), Refused),
 )
@@ -78,7 +94,7 @@ def translate(exc: BaseException) -> RedisIOError:
 
 def translated_reply(reply: object) -> object:
     """A pipeline reply (``raise_on_error=False``): an error the server answered a command with is translated."""
-    return translate(reply) if isinstance(reply, RedisError) else reply
+    return translate(reply) if isinstance(reply, (RedisError, RedisClusterException)) else reply
 
 
 class _Translated(ContextDecorator):
@@ -88,7 +104,7 @@ class _Translated(ContextDecorator):
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if isinstance(exc, (RedisError, OSError)):
+        if isinstance(exc, (RedisError, RedisClusterException, OSError)):
             raise translate(exc) from exc
 
 

@@ -7,28 +7,31 @@ recreated here, entries trimmed away while pending are acked and skipped here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from common.backoff import Backoff
-from common.keys import Keys
+from common.keys import Keys, StageName, key_slot
 from common.metrics import DEAD
-from common.redis_io.connection import TRANSIENT_ERRORS, Client
+from common.redis_io.connection import TRANSIENT_ERRORS, Client, is_cluster
 from common.redis_io.errors import RedisIOError, Refused, Unavailable, translated
 from common.redis_io.inspect import GroupState, group_states
+from common.redis_io.scripts import run_script
+from common.redis_io.shards import ShardReads
 from common.redis_io.streams import entry_payload, reply_entries, scan_stream_keys, text
 from common.settings import ConsumerConfig
 from common.wire import FIELD, M, WireError, decode
 
 log = logging.getLogger(__name__)
 
-_RETRIED: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, Unavailable)
+_RETRIED: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, Unavailable)
 """What :meth:`GroupReader.read` backs off on (Unavailable: from a ``discover`` that goes through the door)."""
 
 NEWEST = """
@@ -128,7 +131,8 @@ class GroupReader:
     consumer: str
     discover: Callable[[], list[str]]
     """Returns the stream keys to read now (called every ``rescan_s``)."""
-    dead_key: str
+    dead_letters: Callable[[str], str]
+    """The dead-letter stream for an entry of a stream key (on a cluster, one in the slot of that key)."""
     dead_maxlen: int = 10_000
     block_ms: int = 1000
     count: int = 8
@@ -149,8 +153,8 @@ class GroupReader:
     """(key, id) of the entries :meth:`read` returned and nobody acked or dead-lettered yet: the work in hand. Any
     other entry pending to this consumer was lost on the way (see :meth:`_claim_idle`)."""
     _handed_lock: threading.Lock = field(default_factory=threading.Lock)
-    _newest: Any = None
-    """NEWEST, registered once (redis-py's Script: EVALSHA, loading it again after a server restart)."""
+    _shards: ShardReads | None = None
+    """The reads over a cluster's slots (one blocking read per slot at a time); made on the first read."""
 
     @property
     def keys(self) -> list[str]:
@@ -217,14 +221,18 @@ class GroupReader:
         keys = [k for k in self._keys if k not in skip] if skip else self._keys
         if not keys:
             return []
-        reply = self.client.xreadgroup(
-            self.group,
-            self.consumer,
-            dict.fromkeys(keys, ">"),
-            count=self.count,
-            block=block_ms if block_ms > 0 else None,  # BLOCK 0 would wait forever
-        )
-        return [Entry(k, i, p, trimmed=t) for k, i, p, t in reply_entries(reply, self.payload_field)]
+
+        def read(target: Any, some: list[str], block: int | None) -> Any:  # BLOCK 0 would wait forever: None
+            return target.xreadgroup(self.group, self.consumer, dict.fromkeys(some, ">"), count=self.count, block=block)
+
+        self._shards = self._shards or ShardReads(self.client, f"read-{self.group}")
+        replies = self._shards.read(keys, read, block_ms)
+        return [Entry(k, i, p, trimmed=t) for r in replies for k, i, p, t in reply_entries(r, self.payload_field)]
+
+    def close(self) -> None:
+        """Stop the reads still out on a cluster's slots (see :class:`ShardReads`)."""
+        if self._shards is not None:
+            self._shards.close()
 
     def _read_own_pending(self) -> list[Entry]:
         """Entries this consumer was given before a restart and never acked, key by key, in id order."""
@@ -250,6 +258,7 @@ class GroupReader:
         XPENDING's IDLE filter + XCLAIM rather than XAUTOCLAIM, which would also take back this consumer's own
         entries still being worked on. Since 7.0 XCLAIM drops entries trimmed meanwhile from the pending list."""
         out: list[Entry] = []
+        waiting = self._shards.waiting if self._shards is not None else set()
         for key in self._keys:
             pipe = self.client.pipeline(transaction=False)
             pipe.xpending_range(key, self.group, "-", "+", self.count * 4, consumername=self.consumer)
@@ -257,7 +266,9 @@ class GroupReader:
             own, idle = pipe.execute()
             with self._handed_lock:
                 mine = {i for k, i in self._handed if k == key}
-            lost = [i for p in own if (i := text(p["message_id"])) not in mine][: self.count]
+            # A slot whose blocking read is still out may be delivering ours right now: not lost, only on the way.
+            lost = [] if key_slot(key) in waiting else [i for p in own if (i := text(p["message_id"])) not in mine]
+            lost = lost[: self.count]
             left = [i for p in idle if (i := text(p["message_id"])) not in mine and i not in lost]
             # Another consumer's entry only while it is still idle (MIN-IDLE): two claimers never both take it.
             claimed: list[Any] = []
@@ -279,7 +290,10 @@ class GroupReader:
         return [Entry(key, i, p, counts.get(i, 1), t) for i, p, t in found]
 
     def _hand_out(self, entries: list[Entry]) -> list[Entry]:
-        """The entries read that are work to do (see :meth:`_screen`), recorded as in hand."""
+        """The entries read that are work to do (see :meth:`_screen`), recorded as in hand; one in hand already (a
+        reply thought lost, claimed back, that came after all) is not handed out twice."""
+        with self._handed_lock:
+            entries = [e for e in entries if (e.key, e.id) not in self._handed]
         kept = self._screen(entries)
         with self._handed_lock:
             self._handed.update((e.key, e.id) for e in kept)
@@ -308,8 +322,10 @@ class GroupReader:
         self._keys = keys
 
     @translated
-    def read_newest(self, keys: Mapping[str, str], keep: int, tally: str) -> tuple[list[Entry], dict[str, int]]:
-        """For each stream key (mapped to its field in the ``tally`` hash): skip its undelivered entries but the
+    def read_newest(
+        self, keys: Mapping[str, str], keep: int, tally: Callable[[str], str]
+    ) -> tuple[list[Entry], dict[str, int]]:
+        """For each stream key (mapped to its field in the hash ``tally(field)``): skip its undelivered entries but the
         newest ``keep`` and read those (a recording's: the oldest ``keep``, none skipped). Returns the entries read
         and, per key, how many were skipped (already added to the tally). A skipped entry is never delivered: nothing
         to ack, and it costs no transfer.
@@ -319,14 +335,12 @@ class GroupReader:
         never raises on Redis trouble: it logs and returns nothing (the caller serves what it has)."""
         if not keys:
             return [], {}
-        if self._newest is None:
-            self._newest = self.client.register_script(NEWEST)
-        pipe = self.client.pipeline(transaction=False)
-        for key, name in keys.items():
-            args = [self.group, self.consumer, keep, name, self.payload_field]
-            self._newest(keys=[key, tally], args=args, client=pipe)
+        calls = [
+            ([key, tally(name)], [self.group, self.consumer, keep, name, self.payload_field])
+            for key, name in keys.items()
+        ]
         try:
-            replies = pipe.execute(raise_on_error=False)
+            replies = run_script(self.client, NEWEST, calls)
         except _RETRIED as exc:
             self.stats.redis_errors += 1
             log.warning("redis unavailable while catching up with live streams (%s)", exc)
@@ -389,7 +403,7 @@ class GroupReader:
         }
 
         def build(pipe: Any) -> None:
-            pipe.xadd(self.dead_key, fields, maxlen=self.dead_maxlen, approximate=True)
+            pipe.xadd(self.dead_letters(entry.key), fields, maxlen=self.dead_maxlen, approximate=True)
             pipe.xack(entry.key, self.group, entry.id)
 
         self._execute(build, acks=[entry])
@@ -445,6 +459,24 @@ class GroupReader:
     def _execute(
         self, build: Callable[[Any], object], transaction: bool = True, acks: Sequence[Entry] = ()
     ) -> list[Any]:
+        """Run the commands ``build`` queues, retrying until the server takes them all (see :meth:`_attempts`).
+
+        On a cluster a transaction holds the keys of one slot: the commands are split by slot into transactions run
+        one after another, those that ack last, so that whatever an interruption leaves undone is redelivered (its
+        entries still pending) and finds the writes made before it (e.g. an alert sink's marks). Their replies then
+        come slot by slot."""
+        if not transaction or not is_cluster(self.client):
+            return self._attempts(build, transaction, acks)
+        queued = _Queued()
+        build(queued)
+        replies: list[Any] = []
+        for slot, calls in sorted(queued.by_slot().items(), key=lambda item: any(c[0] == "xack" for c in item[1])):
+            replies += self._attempts(
+                functools.partial(_replay, calls=calls), True, [e for e in acks if key_slot(e.key) == slot]
+            )
+        return replies
+
+    def _attempts(self, build: Callable[[Any], object], transaction: bool, acks: Sequence[Entry]) -> list[Any]:
         """Run the commands ``build`` queues, retrying until the server takes them all; returns their replies.
 
         Writes must not be lost to a blip, nor to a full server: the entries they answer stay pending meanwhile,
@@ -498,10 +530,31 @@ class GroupReader:
         return any(bool(kept) and not pending for kept, pending in zip(replies[::2], replies[1::2], strict=True))
 
 
+class _Queued:
+    """Stands in for a pipeline: records the commands queued on it (each names its key first), to split by slot."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+    def by_slot(self) -> dict[int, list[tuple[str, tuple[Any, ...], dict[str, Any]]]]:
+        out: dict[int, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {}
+        for call in self.calls:
+            out.setdefault(key_slot(text(call[1][0])), []).append(call)
+        return out
+
+
+def _replay(pipe: Any, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> None:
+    for name, args, kwargs in calls:
+        getattr(pipe, name)(*args, **kwargs)
+
+
 def group_reader(
     client: Client,
     keys: Keys,
-    stage: Literal["frames", "results", "tracks", "events"],
+    stage: StageName,
     group: str,
     consumer: str,
     cfg: ConsumerConfig,
@@ -511,13 +564,13 @@ def group_reader(
 ) -> GroupReader:
     """A reader of the ``stage`` streams of one stack whose names match ``cfg.streams`` (tracks and events: those of
     the tracker sink ``tracker``)."""
-    pattern, head = keys.stage(stage, tracker)
+    found = keys.stage(stage, tracker)
     return GroupReader(
         client,
         group=group,
         consumer=consumer,
-        discover=lambda: scan_stream_keys(client, pattern, head, cfg.streams),
-        dead_key=keys.dead_letters(),
+        discover=lambda: scan_stream_keys(client, found, cfg.streams),
+        dead_letters=keys.dead_letters,
         dead_maxlen=dead_maxlen,
         block_ms=cfg.block_ms,
         count=count,
@@ -528,13 +581,14 @@ def group_reader(
 
 
 def stream_reader(
-    client: Client, key: str, group: str, consumer: str, cfg: ConsumerConfig, count: int, dead_key: str,
-    dead_maxlen: int, start_id: str = "0",
+    client: Client, key: str, group: str, consumer: str, cfg: ConsumerConfig, count: int,
+    dead_letters: Callable[[str], str], dead_maxlen: int, start_id: str = "0",
 ) -> GroupReader:  # fmt: skip
     """A reader of one stream; its group starts at ``start_id`` when it is created ("$": only what comes next)."""
     ensure_group(client, key, group, start_id)
     return GroupReader(
-        client, group=group, consumer=consumer, discover=lambda: [key], dead_key=dead_key, dead_maxlen=dead_maxlen,
+        client, group=group, consumer=consumer, discover=lambda: [key], dead_letters=dead_letters,
+        dead_maxlen=dead_maxlen,
         block_ms=cfg.block_ms, count=count, claim_idle_ms=cfg.claim_idle_ms, max_deliveries=cfg.max_deliveries,
         rescan_s=cfg.rescan_s,
     )  # fmt: skip

@@ -18,6 +18,8 @@ import msgpack
 
 from common.redis_io.connection import Client
 from common.redis_io.errors import translated
+from common.redis_io.scripts import run_script
+from common.redis_io.shards import by_slot
 from common.redis_io.streams import text
 
 _RENEW = """
@@ -77,8 +79,12 @@ def renew(client: Client, keys: Sequence[str], owner: str, ttl_ms: int) -> list[
     """Extend the leases ``owner`` still holds among ``keys``; returns those (the others were lost)."""
     if not keys:
         return []
-    kept: Any = client.register_script(_RENEW)(keys, [owner, ttl_ms])
-    return [text(k) for k in kept]
+    # One run per slot: a cluster runs a script on keys of one slot.
+    replies = run_script(client, _RENEW, [(group, [owner, ttl_ms]) for group in by_slot(keys).values()])
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return [text(k) for kept in replies for k in kept]
 
 
 @translated

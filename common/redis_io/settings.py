@@ -30,6 +30,11 @@ class RedisConfig(Strict):
         None,
         description="redis://, rediss:// or unix:// URL (password in the URL). None: start an embedded server.",
     )
+    cluster: bool = Field(
+        False,
+        description="The URL names one node of a Redis/Valkey Cluster: keys carry a shard tag (streams.shards) and "
+        "every service follows the cluster's slots across failovers and resharding.",
+    )
     socket_timeout_s: float = Field(
         10.0,
         ge=1,
@@ -66,6 +71,13 @@ class RedisConfig(Strict):
         return [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(self, name)] + (
             [] if self.tls_check_hostname else ["tls_check_hostname"]
         )
+
+    @model_validator(mode="after")
+    def _cluster_over_tcp(self) -> Self:
+        if self.cluster and (self.url or "unix://").startswith("unix://"):
+            got = "none is set (the embedded server is a single node)" if self.url is None else "a unix socket is not"
+            raise ValueError(f"cluster: true needs a redis:// or rediss:// url of one of its nodes; {got}")
+        return self
 
     @model_validator(mode="after")
     def _tls_needs_rediss(self) -> Self:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from common.keys import matches
+from common.keys import Stage, matches
 from common.redis_io.connection import Client, connect
 from common.redis_io.errors import Refused, Unavailable, translated
 from common.redis_io.settings import RedisConfig
@@ -36,23 +36,24 @@ def reply_entries(reply: Any, name: str = FIELD) -> Iterable[tuple[str, str, byt
             yield text(key), text(entry_id), entry_payload(fields, name), not fields
 
 
-def scan_stream_keys(client: Client, pattern: str, head: str, names: Sequence[str]) -> list[str]:
-    """Keys ``head + name`` for every literal name, and for every existing key under ``pattern`` whose name
-    matches one of the glob ``names``. Raises redis-py's errors, for the door's own retry loops; :func:`stream_keys`
-    is the one to call from outside."""
+def scan_stream_keys(client: Client, stage: Stage, names: Sequence[str]) -> list[str]:
+    """The keys of ``stage`` for every literal name, and every existing key of it (on every node of a cluster)
+    whose stream name matches one of the glob ``names``. Raises redis-py's errors, for the door's own retry loops;
+    :func:`stream_keys` is the one to call from outside."""
     literal = [n for n in names if not any(c in n for c in "*?[")]
-    found = {head + n for n in literal}
+    found = {stage.key(n) for n in literal}
     if len(literal) < len(names):
-        for raw in client.scan_iter(match=pattern, count=1000, _type="stream"):
+        for raw in client.scan_iter(match=stage.pattern, count=1000, _type="stream"):
             key = text(raw)
-            if matches(key[len(head) :], list(names)):
+            name = stage.name(key)
+            if name is not None and matches(name, list(names)):
                 found.add(key)
     return sorted(found)
 
 
 stream_keys = translated(scan_stream_keys)
-"""Keys ``head + name`` for every literal name, and for every existing key under ``pattern`` whose name matches
-one of the glob ``names``."""
+"""The keys of a stage for every literal name, and every existing key of it whose stream name matches one of the
+glob ``names``."""
 
 
 @translated

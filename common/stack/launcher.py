@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common.config import ENV_PREFIX, ConfigError, StackConfig, load_config
 from common.embedded import redis_url
-from common.keys import Keys, matches
+from common.keys import matches
 from common.redact import redact
 from common.redis_io import Client, RedisIOError, connect, outstanding, stream_keys
 from common.service import EXIT_CONFIG, Shutdown
@@ -67,21 +67,20 @@ def backlog(cfg: StackConfig, client: Client) -> int:
     """Entries some configured pool or sink has not finished: never delivered (lag) or not yet acked (pending).
 
     A group that does not exist yet on a stream (its reader has not discovered the stream) owes every entry."""
-    keys = Keys(cfg.streams.prefix)
+    keys = cfg.keys
     consumers = [s for s in cfg.sinks if isinstance(s, ConsumerConfig)]  # a web view has no group: nobody waits on it
     stages = [
-        (*keys.stage("frames"), {keys.detector_group(p.name): p.streams for p in cfg.detector.pools}),
-        (*keys.stage("results"), {keys.sink_group(s.name): s.streams for s in consumers if events_of(s) is None}),
+        (keys.stage("frames"), {keys.detector_group(p.name): p.streams for p in cfg.detector.pools}),
+        (keys.stage("results"), {keys.sink_group(s.name): s.streams for s in consumers if events_of(s) is None}),
     ]
     for tracker in sorted({t for s in consumers if (t := events_of(s)) is not None}):
         readers = {keys.sink_group(s.name): s.streams for s in consumers if events_of(s) == tracker}
-        stages.append((*keys.stage("events", tracker), readers))
+        stages.append((keys.stage("events", tracker), readers))
     total = 0
-    for pattern, head, groups in stages:
-        for key in stream_keys(client, pattern, head, ["*"]):
-            total += outstanding(
-                client, key, [g for g, streams in groups.items() if matches(key[len(head) :], streams)]
-            )
+    for stage, groups in stages:
+        for key in stream_keys(client, stage, ["*"]):
+            name = stage.name(key) or ""
+            total += outstanding(client, key, [g for g, streams in groups.items() if matches(name, streams)])
     return total
 
 

@@ -24,7 +24,6 @@ from rich.live import Live
 from rich.table import Table
 
 from common.config import ConfigError, SinkConfig, StackConfig, load_config
-from common.keys import Keys
 from common.redact import redact
 from common.redis_io import (
     COUNT_LIMIT,
@@ -58,10 +57,9 @@ class Look:
 
 
 def look(client: Client, cfg: StackConfig) -> Look:
-    keys = Keys(cfg.streams.prefix)
+    keys = cfg.keys
     out = Look(time.time())
-    pattern, head = keys.stage("frames")
-    for key in stream_keys(client, pattern, head, ["*"]):
+    for key in stream_keys(client, keys.stage("frames"), ["*"]):
         stream = keys.stream_of(key)
         out.added[stream] = (entries_added(client, key), entries_added(client, keys.results(stream)))
         for pool in cfg.detector.pools:
@@ -75,8 +73,10 @@ def look(client: Client, cfg: StackConfig) -> Look:
                 out.groups[(sink.name, stream)] = info
     for pool in cfg.detector.pools:
         group = keys.detector_group(pool.name)
-        out.stale.update({(pool.name, s): int(n) for s, n in fields(client, keys.stale(group)).items()})
-        out.shed.update({(pool.name, s): int(n) for s, n in fields(client, keys.shed(group)).items()})
+        for tally in keys.tallies("stale", group):  # one per shard on a cluster
+            out.stale.update({(pool.name, s): int(n) for s, n in fields(client, tally).items()})
+        for tally in keys.tallies("shed", group):
+            out.shed.update({(pool.name, s): int(n) for s, n in fields(client, tally).items()})
         beacons = fields(client, keys.replicas(group))
         out.replicas.update({f"{pool.name}/{r}": json.loads(v) for r, v in beacons.items()})
     return out

@@ -101,7 +101,7 @@ def start_deliveries(
     out = []
     for name, action_cfg in cfg.actions.items():
         reader = stream_reader(
-            client, keys.alerts(cfg.name), keys.action_group(name), consumer, cfg, cfg.batch, keys.dead_letters(),
+            client, keys.alerts(cfg.name), keys.action_group(name), consumer, cfg, cfg.batch, keys.dead_letters,
             dead_maxlen, start_id="$",
         )  # fmt: skip
         out.append(Delivery(create_action(name, action_cfg, fetch), reader, cfg.retry_initial_s, cfg.retry_max_s))

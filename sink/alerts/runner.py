@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 
-from common.keys import Keys
 from common.redis_io import connect
 from common.service import Context
 from common.wire import Event, Result
@@ -20,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def run(ctx: Context[SinkOptions], sink: AlertSinkConfig) -> int:
     cfg = ctx.config
-    keys = Keys(cfg.streams.prefix)
+    keys = cfg.keys
     client = connect(ctx.redis_url, cfg.redis)
     deliveries = start_deliveries(client, keys, sink, ctx.options.consumer, cfg.streams.dead_maxlen)
     raiser: Raiser[Result] | Raiser[Event]

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def subscribe(
     client: Client,
-    prefix: str,
+    prefix: str | Keys,
     streams: Sequence[str] = ("*",),
     *,
     from_start: bool = False,
@@ -29,6 +29,8 @@ def subscribe(
 ) -> Iterator[Result]:
     """Results of the streams whose names match the glob ``streams``, in order per stream, until ``stop`` is set.
 
+    ``prefix``: the stack's, or its :class:`~common.keys.Keys` (a cluster's: ``Keys(prefix, shards)``).
+
     Starts with the results published from now on, or with everything still kept when ``from_start``. The patterns
     are re-resolved every ``rescan_s`` seconds; a stream found later is read from its first entry, since all of
     it is new. ``stop`` is checked at least every ``block_ms``. The client must not decode responses (msgpack is
@@ -37,8 +39,8 @@ def subscribe(
     """
     if isinstance(streams, str):
         streams = [streams]  # one name, not its characters
-    pattern, head = Keys(prefix).stage("results")
-    entries = follow(client, pattern, head, streams, from_start=from_start, block_ms=block_ms, stop=stop,
+    keys = prefix if isinstance(prefix, Keys) else Keys(prefix)
+    entries = follow(client, keys.stage("results"), streams, from_start=from_start, block_ms=block_ms, stop=stop,
                      rescan_s=rescan_s)  # fmt: skip
     for key, entry_id, payload in entries:
         try:

@@ -68,7 +68,7 @@ def run(ctx: Context[SinkOptions], sink: MqttSinkConfig) -> int:
     reader = events_reader(ctx, sink, client, sink.events_of)
     layout = Layout(sink)
     broker = Broker(sink, layout)
-    forwarder = Forwarder(sink, layout, reader, client, Keys(cfg.streams.prefix), broker)
+    forwarder = Forwarder(sink, layout, reader, client, cfg.keys, broker)
     backoff = Backoff(sink.retry_initial_s, sink.retry_max_s)
     try:
         while (why := ctx.stop_reason()) is None:

@@ -132,7 +132,7 @@ class Tracking:
             group=self.group,
             consumer=replica,
             discover=lambda: [keys.results(s) for s in self.cameras],
-            dead_key=keys.dead_letters(),
+            dead_letters=keys.dead_letters,
             dead_maxlen=dead_maxlen,
             block_ms=sink.block_ms,
             count=sink.batch,
@@ -161,8 +161,7 @@ class Tracking:
         for stream in owned:
             if self.keys.lease(self.sink.name, stream) not in kept:
                 self._drop(stream, "its lease ran out (this replica paused?); another replica tracks it now")
-        pattern, head = self.keys.stage("results")
-        cameras = sorted(stream_keys(self.client, pattern, head, self.sink.streams))
+        cameras = sorted(stream_keys(self.client, self.keys.stage("results"), self.sink.streams))
         share = math.ceil(len(cameras) / max(replicas, 1))
         free = [self.keys.stream_of(k) for k in cameras if self.keys.stream_of(k) not in self.cameras]
         random.shuffle(free)  # replicas starting together do not all race for the same cameras first
@@ -276,7 +275,7 @@ class Tracking:
 
 def run(ctx: Context[SinkOptions], sink: TrackerSinkConfig) -> int:
     cfg = ctx.config
-    keys = Keys(cfg.streams.prefix)
+    keys = cfg.keys
     client = connect(ctx.redis_url, cfg.redis)
     tracking = Tracking(client, sink, keys, ctx.options.consumer, cfg.streams.dead_maxlen)
     # A turn decodes a batch of results into tens of thousands of short-lived objects, none in a cycle: with the

@@ -51,16 +51,15 @@ def follow(client: Client, keys: Keys, sink: WebSinkConfig, view: View, stop: th
     """Feed the view until ``stop``: first each stream's newest result (so a quiet stream shows its last frame),
     then every result published from then on (one published in the instant between the two may be missed: a live
     view, not a record)."""
-    pattern, head = keys.stage("results")
     try:
-        for key, entry_id, payload in newest(client, stream_keys(client, pattern, head, sink.streams)):
+        for key, entry_id, payload in newest(client, stream_keys(client, keys.stage("results"), sink.streams)):
             try:
                 view.add(decode(payload, Result), live=False)
             except WireError as exc:
                 log.warning("skipping malformed result %s %s: %s", key, entry_id, exc)
     except Unavailable as exc:  # only a head start: the live follow below retries by itself
         log.warning("redis unavailable (%s): starting without the streams' last results", exc)
-    for result in subscribe(client, keys.prefix, sink.streams, block_ms=sink.block_ms, stop=stop,
+    for result in subscribe(client, keys, sink.streams, block_ms=sink.block_ms, stop=stop,
                             rescan_s=sink.rescan_s):  # fmt: skip
         view.add(result)
 
@@ -77,7 +76,7 @@ def follow_tracker(
     ``trail`` tracks, for the trails; the last ``events`` events), then every one published from then on."""
     if sink.tracker is None:
         raise ValueError("the web sink follows no tracker")
-    pattern, head = keys.stage(stage, sink.tracker)
+    found_in = keys.stage(stage, sink.tracker)
 
     def add(key: str, entry_id: str, payload: bytes | None) -> None:
         try:
@@ -90,13 +89,13 @@ def follow_tracker(
 
     kept = max(1, sink.trail) if stage == "tracks" else sink.events
     try:
-        found = stream_keys(client, pattern, head, sink.streams)
+        found = stream_keys(client, found_in, sink.streams)
         for key, payloads in newest_payloads(client, dict.fromkeys(found, kept)).items():
             for kept_payload in reversed(payloads):  # oldest first, as they came
                 add(key, "(newest)", kept_payload)
     except Unavailable as exc:  # only a head start: the live follow below retries by itself
         log.warning("redis unavailable (%s): starting without the cameras' last %s", exc, stage)
-    for key, entry_id, payload in follow_entries(client, pattern, head, sink.streams, block_ms=sink.block_ms,
+    for key, entry_id, payload in follow_entries(client, found_in, sink.streams, block_ms=sink.block_ms,
                                                  stop=stop, rescan_s=sink.rescan_s):  # fmt: skip
         add(key, entry_id, payload)
 
@@ -129,7 +128,7 @@ def tracker_counts(client: Client, keys: Keys, tracker: str) -> Counts:
 def run(ctx: Context[SinkOptions], sink: WebSinkConfig) -> int:
     """Follow and serve until a signal (the first drains: requests in flight finish) or a bound; 1 when the
     address cannot be served or a follower fails, 2 when the login's users cannot be read."""
-    keys = Keys(ctx.config.streams.prefix)
+    keys = ctx.config.keys
     try:
         auth = _auth(sink)
     except UsersError as exc:

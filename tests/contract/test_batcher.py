@@ -4,6 +4,7 @@ first; a recording's frames never shed."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any
@@ -33,9 +34,9 @@ def batcher(
 ) -> Batcher:
     keys = Keys(prefix)
     reader = GroupReader(
-        client, group="detector:p", consumer="c", dead_key=keys.dead_letters(), block_ms=block_ms,
+        client, group="detector:p", consumer="c", dead_letters=keys.dead_letters, block_ms=block_ms,
         count=count or max_batch, rescan_s=0.05,
-        discover=lambda: stream_keys(client, keys.frames_pattern(), keys.frames(""), list(names)),
+        discover=lambda: stream_keys(client, keys.stage("frames"), list(names)),
     )  # fmt: skip
     return Batcher(reader, keys, max_batch, max_wait_ms, max_age_ms, shed_behind)
 
@@ -107,7 +108,7 @@ def test_a_message_that_does_not_decode_is_failed_with_the_reason(client: redis.
 
 # ---------------------------------------------------------------------------------------------------- shedding
 def shed_tally(client: redis.Redis, prefix: str) -> dict[str, int]:
-    tally: Any = client.hgetall(Keys(prefix).shed("detector:p"))
+    tally: Any = client.hgetall(Keys(prefix).tallies("shed", "detector:p")[0])
     return {k.decode(): int(v) for k, v in tally.items()}
 
 
@@ -307,5 +308,7 @@ def test_a_recording_is_never_skipped_even_when_asked_to_catch_up(client: redis.
     push(client, prefix, "rec", 10, live=False)
     b = batcher(client, prefix, max_batch=4, max_wait_ms=10, shed_behind=0)
     b.reader.read(block_ms=0, skip=[Keys(prefix).frames("rec")])  # rescans: creates the group
-    got, skipped = b.reader.read_newest({Keys(prefix).frames("rec"): "rec"}, 2, Keys(prefix).shed("detector:p"))
+    got, skipped = b.reader.read_newest(
+        {Keys(prefix).frames("rec"): "rec"}, 2, functools.partial(Keys(prefix).shed, "detector:p")
+    )
     assert [decode(e.payload, Frame).seq for e in got] == [0, 1] and skipped == {}

@@ -11,9 +11,9 @@ import av
 import cv2
 import numpy as np
 import pytest
-import redis
 
 from common.keys import Keys
+from common.redis_io import Client
 from common.wire import FIELD, Frame, encode
 from sink.clips import ClipError, make_clip
 
@@ -35,7 +35,7 @@ def frame(stream: str, seq: int, ts: float, size: tuple[int, int] = (320, 240)) 
     )  # fmt: skip
 
 
-def write(client: redis.Redis, keys: Keys, stream: str, offsets: list[float], lag_ms: int = 40, **kw: object) -> None:
+def write(client: Client, keys: Keys, stream: str, offsets: list[float], lag_ms: int = 40, **kw: object) -> None:
     """Each frame added ``lag_ms`` after its capture, with the id Redis would have given it then."""
     for seq, offset in enumerate(offsets):
         ts = T + offset
@@ -53,7 +53,7 @@ def opened(data: bytes) -> tuple[str, str, list[float], float]:
     return codec, pix_fmt, times, duration
 
 
-def test_a_clip_holds_the_frames_of_its_span_at_their_capture_times(client: redis.Redis, prefix: str) -> None:
+def test_a_clip_holds_the_frames_of_its_span_at_their_capture_times(client: Client, prefix: str) -> None:
     keys = Keys(prefix)
     write(client, keys, "door", OFFSETS)
     # From 0.3 s less a 0.3 s pre-roll (0.0) to 2.0 s: eight frames, 0.0 ... 2.0 (2.05 and 3.0 are after the end).
@@ -66,7 +66,7 @@ def test_a_clip_holds_the_frames_of_its_span_at_their_capture_times(client: redi
     assert duration == pytest.approx(2.0 + 2 / 7, abs=0.05)
 
 
-def test_the_latest_frames_are_kept_and_odd_or_changing_sizes_are_fitted(client: redis.Redis, prefix: str) -> None:
+def test_the_latest_frames_are_kept_and_odd_or_changing_sizes_are_fitted(client: Client, prefix: str) -> None:
     keys = Keys(prefix)
     write(client, keys, "yard", OFFSETS)
     _, _, times, _ = opened(make_clip(client, keys, "yard", T, T + 3.0, max_frames=3))
@@ -81,7 +81,7 @@ def test_the_latest_frames_are_kept_and_odd_or_changing_sizes_are_fitted(client:
         assert len(list(container.decode(video=0))) == 3
 
 
-def test_no_clip_of_frames_that_are_gone_and_the_error_says_why(client: redis.Redis, prefix: str) -> None:
+def test_no_clip_of_frames_that_are_gone_and_the_error_says_why(client: Client, prefix: str) -> None:
     keys = Keys(prefix)
     with pytest.raises(ClipError, match=r"no frames of camera 'nowhere' from .* are kept: its frames stream is empty"):
         make_clip(client, keys, "nowhere", T, T + 1)
@@ -99,7 +99,7 @@ def test_no_clip_of_frames_that_are_gone_and_the_error_says_why(client: redis.Re
     assert len(opened(make_clip(client, keys, "gate", T + 25, T + 27))[2]) == 3
 
 
-def test_a_clip_of_live_frames_added_with_the_servers_ids(client: redis.Redis, prefix: str) -> None:
+def test_a_clip_of_live_frames_added_with_the_servers_ids(client: Client, prefix: str) -> None:
     """The ids Redis gives (its clock) against capture times (the writer's clock): the way ingest writes."""
     keys = Keys(prefix)
     start = time.time()

@@ -7,10 +7,9 @@ import threading
 import time
 
 import pytest
-import redis
 
 from common.keys import Keys
-from common.redis_io import Backlog, backlog, connect, ensure_group
+from common.redis_io import Backlog, Client, backlog, connect, ensure_group
 from common.redis_io.settings import RedisConfig
 from common.wire import Frame
 from ingest import pacing
@@ -21,12 +20,12 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.contract
 
 
-def fill(client: redis.Redis, key: str, n: int) -> list[str]:
+def fill(client: Client, key: str, n: int) -> list[str]:
     return [client.xadd(key, {"msg": b"x"}).decode() for _ in range(n)]
 
 
 def test_the_backlog_is_what_the_slowest_group_has_to_read_or_the_whole_stream_without_one(
-    client: redis.Redis, prefix: str
+    client: Client, prefix: str
 ) -> None:
     key = Keys(prefix).frames("cam")
     assert backlog(client, key, 100) == Backlog(0, 0)  # no stream yet
@@ -44,11 +43,11 @@ def test_the_backlog_is_what_the_slowest_group_has_to_read_or_the_whole_stream_w
     assert backlog(client, key, 4) == Backlog(2, 4, "slow")  # counted up to the limit
 
 
-def pacer(client: redis.Redis, prefix: str, max_lag: int = 5, cap: int = 12) -> Pacer:
+def pacer(client: Client, prefix: str, max_lag: int = 5, cap: int = 12) -> Pacer:
     return Pacer(Publisher(client, Keys(prefix)), "cam", max_lag, cap, threading.Event())
 
 
-def test_a_recording_waits_for_the_slowest_pool_and_goes_on_as_it_reads(client: redis.Redis, prefix: str) -> None:
+def test_a_recording_waits_for_the_slowest_pool_and_goes_on_as_it_reads(client: Client, prefix: str) -> None:
     key = Keys(prefix).frames("cam")
     ensure_group(client, key, "detector:main")
     p = pacer(client, prefix)
@@ -65,7 +64,7 @@ def test_a_recording_waits_for_the_slowest_pool_and_goes_on_as_it_reads(client: 
 
 
 def test_a_group_that_reads_nothing_for_long_is_named_in_the_log(
-    client: redis.Redis, prefix: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    client: Client, prefix: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pacing, "NOTE_EVERY_S", 0.3)
     key = Keys(prefix).frames("cam")
@@ -78,9 +77,7 @@ def test_a_group_that_reads_nothing_for_long_is_named_in_the_log(
     assert "group detector:gone has had 5 of its frames to read for" in caplog.text
 
 
-def test_with_no_pool_a_recording_fills_its_stream_to_the_cap_then_waits_for_one(
-    client: redis.Redis, prefix: str
-) -> None:
+def test_with_no_pool_a_recording_fills_its_stream_to_the_cap_then_waits_for_one(client: Client, prefix: str) -> None:
     key = Keys(prefix).frames("cam")
     p = pacer(client, prefix, max_lag=5, cap=12)
     for _ in range(12):
@@ -97,7 +94,7 @@ def test_with_no_pool_a_recording_fills_its_stream_to_the_cap_then_waits_for_one
     assert done.is_set()
 
 
-def test_frames_handed_to_the_publisher_count_as_ahead(client: redis.Redis, prefix: str) -> None:
+def test_frames_handed_to_the_publisher_count_as_ahead(client: Client, prefix: str) -> None:
     ensure_group(client, Keys(prefix).frames("cam"), "detector:main")
     p = pacer(client, prefix, max_lag=5)
     frame = Frame(stream="cam", seq=0, capture_ts=time.time(), width=8, height=8, encoding="jpeg",

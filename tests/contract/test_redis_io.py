@@ -7,17 +7,16 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import GroupReader, Tally, connect, ensure_group, stream_keys
+from common.redis_io import Client, GroupReader, Tally, connect, ensure_group, stream_keys
 from common.redis_io.settings import RedisConfig
 
 pytestmark = pytest.mark.contract
 
 
-def reader(client: redis.Redis, prefix: str, consumer: str = "c1", **kw: object) -> GroupReader:
+def reader(client: Client, prefix: str, consumer: str = "c1", **kw: object) -> GroupReader:
     keys = Keys(prefix)
     options: dict[str, object] = dict(block_ms=200, count=10, rescan_s=0.05)
     options.update(kw)
@@ -25,13 +24,13 @@ def reader(client: redis.Redis, prefix: str, consumer: str = "c1", **kw: object)
         client,
         group="detector:p",
         consumer=consumer,
-        discover=lambda: stream_keys(client, keys.frames_pattern(), keys.frames(""), ["*"]),
-        dead_key=keys.dead_letters(),
+        discover=lambda: stream_keys(client, keys.stage("frames"), ["*"]),
+        dead_letters=keys.dead_letters,
         **options,  # type: ignore[arg-type]
     )
 
 
-def push(client: redis.Redis, prefix: str, stream: str, *payloads: bytes) -> list[str]:
+def push(client: Client, prefix: str, stream: str, *payloads: bytes) -> list[str]:
     return [client.xadd(Keys(prefix).frames(stream), {"msg": p}).decode() for p in payloads]
 
 
@@ -42,7 +41,7 @@ def drain(r: GroupReader, rounds: int = 5) -> list[tuple[str, bytes | None, int]
     return out
 
 
-def test_new_entries_are_read_once_and_acked(client: redis.Redis, prefix: str) -> None:
+def test_new_entries_are_read_once_and_acked(client: Client, prefix: str) -> None:
     ids = push(client, prefix, "a", b"1", b"2") + push(client, prefix, "b", b"3")
     r = reader(client, prefix)
     got = drain(r)
@@ -56,7 +55,7 @@ def test_new_entries_are_read_once_and_acked(client: redis.Redis, prefix: str) -
     assert {d for _, _, d in again} == {2}
 
 
-def test_acked_entries_never_come_back(client: redis.Redis, prefix: str) -> None:
+def test_acked_entries_never_come_back(client: Client, prefix: str) -> None:
     push(client, prefix, "a", b"1", b"2")
     r = reader(client, prefix)
     entries = []
@@ -67,14 +66,14 @@ def test_acked_entries_never_come_back(client: redis.Redis, prefix: str) -> None
     assert drain(reader(client, prefix)) == []
 
 
-def test_a_blocking_read_with_nothing_to_read_returns_empty(client: redis.Redis, prefix: str) -> None:
+def test_a_blocking_read_with_nothing_to_read_returns_empty(client: Client, prefix: str) -> None:
     push(client, prefix, "a", b"1")
     r = reader(client, prefix, block_ms=300)
     assert len(drain(r, 3)) == 1
     assert r.read() == []  # blocked for block_ms under a socket timeout well above it: no error, no re-send
 
 
-def test_entries_a_crashed_consumer_left_idle_are_claimed(client: redis.Redis, prefix: str) -> None:
+def test_entries_a_crashed_consumer_left_idle_are_claimed(client: Client, prefix: str) -> None:
     ids = push(client, prefix, "a", b"1", b"2")
     dead = reader(client, prefix, consumer="crashed")
     assert len(drain(dead, 3)) == 2  # read, never acked
@@ -88,7 +87,7 @@ def test_entries_a_crashed_consumer_left_idle_are_claimed(client: redis.Redis, p
     assert {p["consumer"] for p in pending} == {b"alive"}
 
 
-def test_entries_whose_read_reply_was_lost_are_taken_back_at_once(client: redis.Redis, prefix: str) -> None:
+def test_entries_whose_read_reply_was_lost_are_taken_back_at_once(client: Client, prefix: str) -> None:
     """A read the server answered but whose reply died with the connection (redis-py then retries it on a new one,
     silently): the entries are pending to this consumer, in nobody's hands. They come back on the next claim
     round, long before claim_idle_ms, and the entries in hand are not handed out twice."""
@@ -105,7 +104,7 @@ def test_entries_whose_read_reply_was_lost_are_taken_back_at_once(client: redis.
     assert r.stats.claimed == 2
 
 
-def test_entries_trimmed_while_pending_are_acked_and_skipped(client: redis.Redis, prefix: str) -> None:
+def test_entries_trimmed_while_pending_are_acked_and_skipped(client: Client, prefix: str) -> None:
     push(client, prefix, "a", b"1", b"2", b"3")
     assert len(drain(reader(client, prefix), 3)) == 3
     client.xtrim(Keys(prefix).frames("a"), maxlen=1, approximate=False)
@@ -116,7 +115,7 @@ def test_entries_trimmed_while_pending_are_acked_and_skipped(client: redis.Redis
     assert client.xpending(Keys(prefix).frames("a"), "detector:p")["pending"] == 1
 
 
-def test_past_the_delivery_limit_an_entry_is_dead_lettered_with_its_reason(client: redis.Redis, prefix: str) -> None:
+def test_past_the_delivery_limit_an_entry_is_dead_lettered_with_its_reason(client: Client, prefix: str) -> None:
     (poison,) = push(client, prefix, "a", b"poison")
     for _ in range(2):
         assert [p for _, p, _ in drain(reader(client, prefix, max_deliveries=2), 3)] == [b"poison"]
@@ -131,7 +130,7 @@ def test_past_the_delivery_limit_an_entry_is_dead_lettered_with_its_reason(clien
     assert client.xpending(Keys(prefix).frames("a"), "detector:p")["pending"] == 0
 
 
-def test_dead_letter_keeps_the_payload_and_acks(client: redis.Redis, prefix: str) -> None:
+def test_dead_letter_keeps_the_payload_and_acks(client: Client, prefix: str) -> None:
     push(client, prefix, "a", b"bad")
     r = reader(client, prefix)
     (entry,) = [e for _ in range(3) for e in r.read()]
@@ -142,12 +141,12 @@ def test_dead_letter_keeps_the_payload_and_acks(client: redis.Redis, prefix: str
     assert client.xpending(entry.key, "detector:p")["pending"] == 0
 
 
-def test_publish_and_ack_is_one_transaction(client: redis.Redis, prefix: str) -> None:
+def test_publish_and_ack_is_one_transaction(client: Client, prefix: str) -> None:
     push(client, prefix, "a", b"1", b"2")
     r = reader(client, prefix)
     entries = [e for _ in range(3) for e in r.read()]
     out = Keys(prefix).results("a")
-    tally = Tally(Keys(prefix).stale("detector:p"), {"a": 1})
+    tally = Tally(Keys(prefix).stale("detector:p", "a"), {"a": 1})
     r.publish_and_ack([(out, b"r1", 100), (out, b"r2", 100)], entries, tallies=[tally])
     r.publish_and_ack([], entries[:1], tallies=[tally])
     assert [f[b"msg"] for _, f in client.xrange(out)] == [b"r1", b"r2"]
@@ -155,7 +154,7 @@ def test_publish_and_ack_is_one_transaction(client: redis.Redis, prefix: str) ->
     assert client.hgetall(tally.key) == {b"a": b"2"}
 
 
-def test_a_lost_group_is_recreated(client: redis.Redis, prefix: str) -> None:
+def test_a_lost_group_is_recreated(client: Client, prefix: str) -> None:
     push(client, prefix, "a", b"1")
     r = reader(client, prefix)
     assert len(drain(r, 3)) == 1
@@ -166,7 +165,7 @@ def test_a_lost_group_is_recreated(client: redis.Redis, prefix: str) -> None:
     assert r.stats.groups_recreated == 1
 
 
-def test_streams_appearing_later_are_discovered(client: redis.Redis, prefix: str) -> None:
+def test_streams_appearing_later_are_discovered(client: Client, prefix: str) -> None:
     r = reader(client, prefix)
     assert r.read() == []
     push(client, prefix, "new-cam", b"x")
@@ -174,13 +173,13 @@ def test_streams_appearing_later_are_discovered(client: redis.Redis, prefix: str
     assert [p for _, p, _ in drain(r, 4)] == [b"x"]
 
 
-def test_stream_keys_take_literal_names_and_globs(client: redis.Redis, prefix: str) -> None:
+def test_stream_keys_take_literal_names_and_globs(client: Client, prefix: str) -> None:
     keys = Keys(prefix)
     push(client, prefix, "cam1", b"x")
     push(client, prefix, "cam2", b"x")
     push(client, prefix, "door", b"x")
     client.set(f"{prefix}:frames:notastream", b"x")
-    found = stream_keys(client, keys.frames_pattern(), keys.frames(""), ["cam*", "gate"])
+    found = stream_keys(client, keys.stage("frames"), ["cam*", "gate"])
     assert found == [keys.frames("cam1"), keys.frames("cam2"), keys.frames("gate")]
     assert ensure_group(client, keys.frames("gate"), "g") is True  # created, stream made
     assert ensure_group(client, keys.frames("gate"), "g") is False  # BUSYGROUP is success

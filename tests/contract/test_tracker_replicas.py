@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 
 from bench.tracker_bench import AREAS, results
 from common.keys import Keys
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.wire import Event, Tracks, decode
 from sink.tracker import TrackerSinkConfig
 from sink.tracker.runner import Tracking
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.contract
 CAMERAS = ("c0", "c1", "c2", "c3")
 
 
-def fill(client: redis.Redis, prefix: str, frames: int, start: int = 0) -> None:
+def fill(client: Client, prefix: str, frames: int, start: int = 0) -> None:
     keys = Keys(prefix)
     for i, name in enumerate(CAMERAS):
         for payload in results(name, 10 + i, 4, start + frames)[start:]:
@@ -40,17 +39,17 @@ def turns(*replicas: Tracking, n: int = 20) -> None:
             r.turn()
 
 
-def entries(client: redis.Redis, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+def entries(client: Client, key: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
     found: Any = client.xrange(key)
     return list(found)
 
 
-def seqs(client: redis.Redis, prefix: str, camera: str) -> list[int]:
+def seqs(client: Client, prefix: str, camera: str) -> list[int]:
     return [decode(f[b"msg"], Tracks).seq for _, f in entries(client, Keys(prefix).tracks("objects", camera))]
 
 
 def test_a_joining_replica_takes_its_share_and_every_result_is_tracked_once(
-    client: redis.Redis, server_url: str, prefix: str
+    client: Client, server_url: str, prefix: str
 ) -> None:
     fill(client, prefix, 40)
     first = replica(server_url, prefix, "r1")
@@ -68,7 +67,7 @@ def test_a_joining_replica_takes_its_share_and_every_result_is_tracked_once(
 
 
 def test_an_owner_that_lost_its_lease_writes_nothing_and_the_new_owner_continues(
-    client: redis.Redis, server_url: str, prefix: str
+    client: Client, server_url: str, prefix: str
 ) -> None:
     keys = Keys(prefix)
     fill(client, prefix, 30)

@@ -12,12 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import redis
 import yaml
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.wire import FIELD, Alert, BestShot, Event, Frame, encode
 from sink.stores import events
 from tests.conftest import ROOT
@@ -30,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 PREFIX = "evsinks"
 
 
-def push_best_frame(client: redis.Redis) -> str:
+def push_best_frame(client: Client) -> str:
     """A real JPEG frame of cam1 on its frames stream: the best frame of cam1's objects; returns its id."""
     image = np.full((270, 480, 3), 90, np.uint8)
     frame = Frame(stream="cam1", seq=0, capture_ts=T0, width=1920, height=1080, encoding="jpeg", image_width=480,

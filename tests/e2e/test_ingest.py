@@ -18,11 +18,10 @@ from typing import cast
 import cv2
 import numpy as np
 import pytest
-import redis
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.redis_io.settings import EmbeddedServerConfig
 from common.wire import Frame, decode
 from tests.conftest import ROOT
@@ -63,7 +62,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 90) -> str:
     return out
 
 
-def frames(client: redis.Redis, prefix: str, stream: str) -> list[Frame]:
+def frames(client: Client, prefix: str, stream: str) -> list[Frame]:
     return [decode(cast(bytes, f[b"msg"]), Frame) for _, f in client.xrange(Keys(prefix).frames(stream))]
 
 
@@ -82,7 +81,7 @@ def mjpeg() -> Iterator[list[MjpegCamera]]:
 
 
 def test_files_folders_and_the_synthetic_camera_publish_every_sampled_frame(
-    tmp_path: Path, server_url: str, client: redis.Redis, prefix: str
+    tmp_path: Path, server_url: str, client: Client, prefix: str
 ) -> None:
     clip = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 25.0, (1280, 720))
@@ -129,7 +128,7 @@ def test_files_folders_and_the_synthetic_camera_publish_every_sampled_frame(
     assert "camera synth: read 58, sampled 20, published 20" in log  # every 3rd of 58 frames read
 
 
-def test_http_mjpeg_and_hls_streams(tmp_path: Path, server_url: str, client: redis.Redis, prefix: str,
+def test_http_mjpeg_and_hls_streams(tmp_path: Path, server_url: str, client: Client, prefix: str,
                                     mjpeg: list[MjpegCamera]) -> None:  # fmt: skip
     mjpeg.append(MjpegCamera(fps=20, size=(640, 480)).start())
     hls_camera = ""
@@ -162,7 +161,7 @@ def test_http_mjpeg_and_hls_streams(tmp_path: Path, server_url: str, client: red
 @pytest.mark.skipif(
     not gstreamer_rtsp(), reason="needs GStreamer's RTSP server (python3-gi, gir1.2-gst-rtsp-server-1.0)"
 )
-def test_an_rtsp_camera(tmp_path: Path, server_url: str, client: redis.Redis, prefix: str) -> None:
+def test_an_rtsp_camera(tmp_path: Path, server_url: str, client: Client, prefix: str) -> None:
     from tests.servers.mjpeg import _free_port
 
     port = _free_port()
@@ -195,7 +194,7 @@ def gaps(ts: list[float]) -> float:
 
 
 def test_one_camera_dying_leaves_the_others_at_their_rate_and_it_comes_back(
-    tmp_path: Path, server_url: str, client: redis.Redis, prefix: str, mjpeg: list[MjpegCamera]
+    tmp_path: Path, server_url: str, client: Client, prefix: str, mjpeg: list[MjpegCamera]
 ) -> None:
     mjpeg.extend(MjpegCamera(fps=10).start() for _ in range(3))
     config = write_config(tmp_path, prefix, "\n".join(f"""
@@ -225,7 +224,7 @@ def test_one_camera_dying_leaves_the_others_at_their_rate_and_it_comes_back(
 
 
 def test_a_wrong_url_or_path_is_a_clear_error_for_that_camera_only(
-    tmp_path: Path, server_url: str, client: redis.Redis, prefix: str
+    tmp_path: Path, server_url: str, client: Client, prefix: str
 ) -> None:
     config = write_config(
         tmp_path,
@@ -248,7 +247,7 @@ def test_a_wrong_url_or_path_is_a_clear_error_for_that_camera_only(
 
 
 def test_sighup_adds_and_removes_cameras_without_touching_the_others(
-    tmp_path: Path, server_url: str, client: redis.Redis, prefix: str
+    tmp_path: Path, server_url: str, client: Client, prefix: str
 ) -> None:
     keep = "- name: keep\n  source: {kind: synthetic, seed: 1, fps: 10}"
     config = write_config(tmp_path, prefix, keep + "\n- name: old\n  source: {kind: synthetic, fps: 10}")
@@ -266,7 +265,7 @@ def test_sighup_adds_and_removes_cameras_without_touching_the_others(
     assert min(f.capture_ts for f in frames(client, prefix, "new")) > switched - 0.5
 
 
-def test_one_process_per_camera_from_the_same_config(tmp_path: Path, server_url: str, client: redis.Redis,
+def test_one_process_per_camera_from_the_same_config(tmp_path: Path, server_url: str, client: Client,
                                                      prefix: str) -> None:  # fmt: skip
     config = write_config(
         tmp_path,

@@ -64,7 +64,7 @@ def test_a_recording_waits_for_the_detectors_and_loses_no_frame(tmp_path: Path) 
             time.sleep(0.05)
         for name in ("ingest", "detector", "sink"):
             assert procs.wait(name, 120) == 0, procs.tail(name)
-        stale: Any = client.hgetall(keys.stale(keys.detector_group("main")))
+        stale: Any = client.hgetall(keys.tallies("stale", keys.detector_group("main"))[0])
         dead = client.xlen(keys.dead_letters())
         client.close()
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import redis
 import yaml
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.wire import FIELD, Alert, Detection, Frame, Result, Timings, encode
 from sink.stores.sqlite import SqliteStore
 from tests.conftest import ROOT, free_port, reachable
@@ -33,7 +32,7 @@ MQTT_HOST = os.environ.get("STREAMYOLO_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("STREAMYOLO_MQTT_PORT", "1883"))
 
 
-def push_frames_and_results(client: redis.Redis, labels: list[list[tuple[str, float]]]) -> list[Result]:
+def push_frames_and_results(client: Client, labels: list[list[tuple[str, float]]]) -> list[Result]:
     """One real JPEG frame per entry of ``labels`` on the frames stream, and a result for it naming its id."""
     keys = Keys(PREFIX)
     out = []

@@ -15,11 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import redis
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.wire import FIELD, Frame, encode
 from tests.conftest import ROOT
 
@@ -95,7 +94,7 @@ def test_every_frame_gets_exactly_one_result_and_bad_messages_are_dead_lettered(
     config = stack_yaml(tmp_path, prefix, architecture="yolov3")  # the full 252-layer YOLOv3
     keys = Keys(prefix)
     with EmbeddedServer(tmp_path / "v.sock") as server:
-        client: redis.Redis = connect(server.url)
+        client: Client = connect(server.url)
         # Poison first: a message that is not msgpack, and a frame whose JPEG is corrupt.
         client.xadd(keys.frames("synth"), {FIELD: b"\x00not msgpack"})
         corrupt = Frame(

@@ -25,7 +25,6 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-import redis
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
@@ -36,7 +35,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect, read_entry
+from common.redis_io import Client, connect, read_entry
 from common.wire import (
     FIELD,
     BestShot,
@@ -235,7 +234,7 @@ def test_the_page_shows_both_streams_live_switches_between_them_and_draws_the_bo
             assert number(west["fps"]) > 0, west
 
             # The screenshot: the boxes' colour within the image's rectangle, against the same frame undrawn.
-            client: redis.Redis = connect(server.url)
+            client: Client = connect(server.url)
             for _ in range(10):  # the page may move on to a newer frame meanwhile: take it again
                 before = shown(chrome)
                 png = chrome.get_screenshot_as_png()
@@ -278,7 +277,7 @@ def test_the_page_shows_both_streams_live_switches_between_them_and_draws_the_bo
 HOSTILE = "<img src=x onerror=\"document.title='owned'\">"
 
 
-def push(client: redis.Redis, stream: str, seq: int, labels: list[str]) -> None:
+def push(client: Client, stream: str, seq: int, labels: list[str]) -> None:
     """A real JPEG frame, and a result for it with the given labels."""
     keys = Keys("web")
     image = np.full((240, 320, 3), 90, np.uint8)
@@ -304,7 +303,7 @@ def test_labels_are_shown_as_text_the_port_is_checked_and_the_bounded_mode_ends_
     config.write_text(f"streams: {{prefix: web}}\nsinks: [{{kind: web, name: view, port: {port}, block_ms: 200}}]\n")
     with EmbeddedServer(tmp_path / "v.sock") as server:
         procs = Procs(tmp_path, config, server.url)
-        client: redis.Redis = connect(server.url)
+        client: Client = connect(server.url)
         feeding = threading.Event()
 
         def feed() -> None:
@@ -352,7 +351,7 @@ class TrackerFeed:
     real server as the tracker sink would: a Tracks message per frame, a start event per object, a line crossing,
     and an event whose best frame was trimmed away long ago."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: Client, keys: Keys) -> None:
         self.client, self.keys = client, keys
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -447,7 +446,7 @@ def test_the_tracker_grid_behind_a_login(tmp_path: Path, chrome: WebDriver, monk
     base = f"http://127.0.0.1:{port}"
     with EmbeddedServer(tmp_path / "v.sock") as server:
         procs = Procs(tmp_path, config, server.url)
-        client: redis.Redis = connect(server.url)
+        client: Client = connect(server.url)
         feed = TrackerFeed(client, Keys("web"))
         client.hset(Keys("web").counts("trk", "east"), mapping={"person:started": 1, "car:started": 1, "note": "x"})
         try:

@@ -22,11 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import redis
 import yaml
 
 from common.keys import Keys
-from common.redis_io import text
+from common.redis_io import Client, text
 from common.wire import Frame, Result, WireError, decode
 from tests.conftest import ROOT
 
@@ -169,15 +168,13 @@ class StreamLedger:
         return self.pushed - self.answered - self.stale - self.shed - self.dead
 
 
-def ledger(client: redis.Redis, prefix: str, pushed: dict[str, int], pool: str = "main") -> dict[str, StreamLedger]:
+def ledger(client: Client, prefix: str, pushed: dict[str, int], pool: str = "main") -> dict[str, StreamLedger]:
     """The ledger of every stream, from ingest's counts and what Redis holds (frames, results, the stale and shed
     tallies, dead letters, the detector group's pending and lag)."""
     keys = Keys(prefix)
     group = keys.detector_group(pool)
-    tally: Any = client.hgetall(keys.stale(group))
-    stale = {text(k): int(v) for k, v in tally.items()}
-    tally = client.hgetall(keys.shed(group))
-    shed = {text(k): int(v) for k, v in tally.items()}
+    stale = {text(k): int(v) for t in keys.tallies("stale", group) for k, v in client.hgetall(t).items()}
+    shed = {text(k): int(v) for t in keys.tallies("shed", group) for k, v in client.hgetall(t).items()}
     dead = Counter(keys.stream_of(text(f[b"origin"])) for _, f in client.xrange(keys.dead_letters()) if b"origin" in f)
     out: dict[str, StreamLedger] = {}
     for stream, count in pushed.items():
@@ -251,13 +248,13 @@ def dropped(ingest_log: str) -> int:
     return sum(map(int, last.values()))
 
 
-def server_ms(client: redis.Redis) -> int:
+def server_ms(client: Client) -> int:
     """The server's clock in milliseconds, the unit of stream entry ids."""
     now: Any = client.time()
     return int(now[0]) * 1000 + int(now[1]) // 1000
 
 
-def added_since(client: redis.Redis, key: str, since_ms: int) -> bool:
+def added_since(client: Client, key: str, since_ms: int) -> bool:
     """The stream's newest entry was added at or after ``since_ms`` (server clock: entry ids are milliseconds)."""
     last: Any = client.xrevrange(key, count=1)
     return bool(last) and int(text(last[0][0]).split("-")[0]) >= since_ms
@@ -276,7 +273,7 @@ def terminate(procs: Procs, *names: str, timeout: float = 30) -> None:
     finished(procs, *names, timeout=timeout)
 
 
-def settle(client: redis.Redis, prefix: str, procs: Procs, stored: Callable[[], int], timeout: float = 60) -> None:
+def settle(client: Client, prefix: str, procs: Procs, stored: Callable[[], int], timeout: float = 60) -> None:
     """Wait, at most ``timeout``, until the ledger of what ingest pushed (read from its log: call it once ingest
     has stopped) shows no problem and the sink stored every result (``stored()``: how many it holds); what is
     still wrong then shows in the test's own ledger assertion."""

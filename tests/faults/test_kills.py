@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect, text
+from common.redis_io import Client, connect, text
 from common.redis_io.settings import EmbeddedServerConfig
 from common.wire import Frame, Result, decode
 from tests.faults.conftest import Record
@@ -54,7 +53,7 @@ def stack_config(tmp_path: Path, fps: float) -> Path:
     return write_config(tmp_path / "stack.yaml", PREFIX, cams, {"max_age_ms": None}, [sink])
 
 
-def pending_of(client: redis.Redis, consumer: str) -> dict[str, list[str]]:
+def pending_of(client: Client, consumer: str) -> dict[str, list[str]]:
     """The entry ids a consumer holds (read, not yet acked), per frames key."""
     out = {}
     for stream in STREAMS:
@@ -64,7 +63,7 @@ def pending_of(client: redis.Redis, consumer: str) -> dict[str, list[str]]:
     return out
 
 
-def still_pending(client: redis.Redis, held: dict[str, list[str]]) -> int:
+def still_pending(client: Client, held: dict[str, list[str]]) -> int:
     pipe = client.pipeline(transaction=False)
     for key, ids in held.items():
         for entry_id in ids:
@@ -101,7 +100,7 @@ def test_a_replica_killed_mid_batch_under_load_loses_no_frame(tmp_path: Path, re
            claim_idle_s=1.5, results_by_replica=by_replica)  # fmt: skip
 
 
-def answered_by(client: redis.Redis) -> dict[str, int]:
+def answered_by(client: Client) -> dict[str, int]:
     """Results published per replica, over every stream."""
     results: list[Any] = [client.xrange(KEYS.results(s)) for s in STREAMS]
     replicas = [decode(f[b"msg"], Result).replica for entries in results for _, f in entries]
@@ -150,7 +149,7 @@ def reconnect_times(url: str, tmp_path: Path) -> dict[str, float]:
     return {k: round(v, 2) for k, v in out.items()}
 
 
-def unread(client: redis.Redis, key: str, group: str) -> list[bytes]:
+def unread(client: Client, key: str, group: str) -> list[bytes]:
     """Payloads of the entries of ``key`` that ``group`` has not been given yet (after its last-delivered id)."""
     groups = {text(g["name"]): g for g in client.xinfo_groups(key)} if client.exists(key) else {}
     if group not in groups:

@@ -23,7 +23,7 @@ import redis
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.redis_io.settings import RedisConfig
 from tests.faults.conftest import Record
 from tests.faults.proxy import Proxy
@@ -140,13 +140,13 @@ def test_a_network_fault_makes_no_call_hang_and_everything_resumes(
            claimed_back=claimed(procs))  # fmt: skip
 
 
-def caught_up(client: redis.Redis) -> bool:
+def caught_up(client: Client) -> bool:
     """The detector group has read every frame (lag 0) and holds at most a batch."""
     groups: list[Any] = [client.xinfo_groups(KEYS.frames(s)) for s in STREAMS]
     return all(g and g[0]["lag"] == 0 and g[0]["pending"] <= 4 for g in groups)
 
 
-def resume_times(client: redis.Redis, tmp_path: Path) -> dict[str, float]:
+def resume_times(client: Client, tmp_path: Path) -> dict[str, float]:
     """Seconds from the restore (now) until ingest pushed a frame, the detector published a result and the sink
     stored the result of a frame pushed since."""
     start = time.monotonic()

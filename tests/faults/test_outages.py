@@ -22,11 +22,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.wire import FIELD, Alert, Detection, Frame, Result, Timings, decode, encode
 from tests.conftest import reachable
 from tests.faults.conftest import Record
@@ -119,7 +118,7 @@ class Feeder:
     """Pushes results onto the results streams at a steady rate, on a thread: a person in the middle of every
     other frame, so that with the rule below each result turns the alert on or off."""
 
-    def __init__(self, client: redis.Redis, streams: list[str], per_s: float) -> None:
+    def __init__(self, client: Client, streams: list[str], per_s: float) -> None:
         self.client = client
         self.streams = streams
         self.every_s = 1 / per_s
@@ -154,23 +153,23 @@ def result(stream: str, seq: int) -> Result:
     )  # fmt: skip
 
 
-def results_in_redis(client: redis.Redis, streams: list[str]) -> set[tuple[str, str]]:
+def results_in_redis(client: Client, streams: list[str]) -> set[tuple[str, str]]:
     entries: list[Any] = [client.xrange(KEYS.results(s)) for s in streams]
     return {(r.stream, r.frame_id) for e in entries for _, f in e for r in [decode(f[b"msg"], Result)]}
 
 
-def alerts_in_redis(client: redis.Redis) -> list[Alert]:
+def alerts_in_redis(client: Client) -> list[Alert]:
     entries: Any = client.xrange(KEYS.alerts("watch"))
     return [decode(f[b"msg"], Alert) for _, f in entries]
 
 
-def idle(client: redis.Redis, key: str, group: str) -> bool:
+def idle(client: Client, key: str, group: str) -> bool:
     """The group has read everything of ``key`` and acked it."""
     info = {g["name"].decode(): g for g in client.xinfo_groups(key)}.get(group)
     return info is not None and info["pending"] == 0 and info["lag"] == 0
 
 
-def all_delivered(client: redis.Redis, arrived: int) -> bool:
+def all_delivered(client: Client, arrived: int) -> bool:
     """Every result read and every alert raised from it handed to the action, and as many arrivals."""
     return (
         idle(client, KEYS.results("cam"), KEYS.sink_group("watch"))

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from common.embedded import EmbeddedServer
 from common.keys import Keys
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.wire import Frame, decode
 from tests.faults.conftest import Record
 from tests.faults.stack import TINY, camera, ledger, processes, published, wait_for, write_config
@@ -46,7 +45,7 @@ READ_MARGIN_MS = 100
 """A frame whose entry id is this much older than a read was in Redis when it ran (ids are the server's clock)."""
 
 
-def follow(client: redis.Redis, keys: list[str], stop: threading.Event, seen: dict[str, list[tuple[int, int]]]) -> None:
+def follow(client: Client, keys: list[str], stop: threading.Event, seen: dict[str, list[tuple[int, int]]]) -> None:
     """(seq, entry id ms) of every frame of ``keys``, as they come (before the cap trims them)."""
     last = dict.fromkeys(keys, "0")
     while not stop.is_set():

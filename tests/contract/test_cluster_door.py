@@ -1,0 +1,247 @@
+"""The one door to Redis on a real Valkey cluster (3 primaries, 3 replicas): reads per shard (one blocking read per
+shard, woken by any), writes split by slot, scripts loaded where they run, and a primary's failover under a reader."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.keys import Keys, key_slot
+from common.redis_io import (
+    Client,
+    GroupReader,
+    Tally,
+    add_entries,
+    connect,
+    ensure_group,
+    follow,
+    stream_keys,
+)
+from common.redis_io.leases import acquire, renew
+from common.redis_io.settings import RedisConfig
+from tests.servers.valkey_cluster import ValkeyCluster
+
+pytestmark = [pytest.mark.contract, pytest.mark.timeout(120)]
+
+GROUP = "detector:p"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    with ValkeyCluster(tmp_path_factory.mktemp("cluster"), node_timeout_ms=1000) as running:
+        yield running
+
+
+@pytest.fixture
+def client(cluster: ValkeyCluster) -> Iterator[Client]:
+    c = connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
+    yield c
+    c.close()
+
+
+def keys_for(prefix: str) -> Keys:
+    return Keys(prefix, shards=12)
+
+
+def reader(client: Client, keys: Keys, consumer: str = "c1", **kw: object) -> GroupReader:
+    options: dict[str, object] = {"block_ms": 200, "count": 10, "rescan_s": 0.05}
+    options.update(kw)
+    return GroupReader(
+        client,
+        group=GROUP,
+        consumer=consumer,
+        discover=lambda: stream_keys(client, keys.stage("frames"), ["*"]),
+        dead_letters=keys.dead_letters,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def cameras_on_every_primary(keys: Keys, count: int = 12) -> list[str]:
+    """``count`` cameras, as many on each primary (the cluster's even split of the slots into 3 ranges)."""
+    per: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    i = 0
+    while sum(map(len, per.values())) < count:
+        name = f"cam{i}"
+        third = per[key_slot(keys.frames(name)) * 3 // 16384]
+        if len(third) < count // 3:
+            third.append(name)
+        i += 1
+    return [n for names in per.values() for n in names]
+
+
+def test_a_reader_reads_every_shard_and_a_blocking_read_wakes_on_any(client: Client, prefix: str) -> None:
+    keys = keys_for(prefix)
+    names = cameras_on_every_primary(keys)
+    for name in names:
+        ensure_group(client, keys.frames(name), GROUP)
+        add_entries(client, [(keys.frames(name), f"{name}-{i}".encode(), 1000) for i in range(3)])
+    r = reader(client, keys)
+    got: list[bytes] = []
+    for _ in range(20):
+        got += [e.payload or b"" for e in r.read(block_ms=0)]
+    assert sorted(got) == sorted(f"{n}-{i}".encode() for n in names for i in range(3))
+    try:
+        # Every shard blocks at once: an entry on any of them ends the read, long before BLOCK runs out.
+        for name in (names[0], names[-1]):
+            out: list[float] = []
+
+            def wait(out: list[float] = out) -> None:
+                if r.read(block_ms=5000):
+                    out.append(time.monotonic())
+
+            waiting = threading.Thread(target=wait)
+            waiting.start()
+            time.sleep(0.5)
+            pushed = time.monotonic()
+            add_entries(client, [(keys.frames(name), b"late", 1000)])
+            waiting.join(10)
+            assert out and out[0] - pushed < 1.0, f"woke {out[0] - pushed if out else None} s after the push"
+    finally:
+        r.close()
+
+
+def test_writes_split_by_slot_results_tallies_and_dead_letters_land_in_their_cameras_shards(
+    client: Client, prefix: str
+) -> None:
+    keys = keys_for(prefix)
+    names = cameras_on_every_primary(keys, 6)
+    for name in names:
+        ensure_group(client, keys.frames(name), GROUP)
+        add_entries(client, [(keys.frames(name), b"frame", 1000), (keys.frames(name), b"poison", 1000)])
+    r = reader(client, keys)
+    entries = [e for _ in range(10) for e in r.read(block_ms=0)]
+    frames = [e for e in entries if e.payload == b"frame"]
+    assert len(frames) == len(names)
+    by_name = {keys.stream_of(e.key): e for e in frames}
+    r.publish_and_ack(
+        [(keys.results(n), b"result", 100) for n in names],
+        frames,
+        tallies=[Tally(keys.stale(GROUP, n), {n: 1}) for n in names],
+    )
+    for e in entries:
+        if e.payload == b"poison":
+            r.dead_letter(e, "not a frame")
+    for name in names:
+        assert client.xlen(keys.results(name)) == 1
+        assert client.hget(keys.stale(GROUP, name), name) == b"1"
+        assert not client.xpending_range(keys.frames(name), GROUP, "-", "+", 10)
+        dead = client.xrange(keys.dead_letters(by_name[name].key))
+        assert [f[b"reason"] for _, f in dead if f[b"origin"].decode() == keys.frames(name)] == [b"not a frame"]
+    assert sum(len(client.hgetall(t)) for t in keys.tallies("stale", GROUP)) == len(names)
+    r.close()
+
+
+def test_catching_up_runs_the_script_on_every_shard(client: Client, prefix: str) -> None:
+    keys = keys_for(prefix)
+    names = cameras_on_every_primary(keys, 6)
+    for name in names:
+        ensure_group(client, keys.frames(name), GROUP)
+        add_entries(client, [(keys.frames(name), str(i).encode(), 1000) for i in range(10)])
+    r = reader(client, keys)
+    r.read(block_ms=0, skip=[keys.frames(n) for n in names])  # discovers the streams
+    got, skipped = r.read_newest({keys.frames(n): n for n in names}, 2, functools.partial(keys.shed, GROUP))
+    assert sorted(e.payload for e in got) == sorted([b"8", b"9"] * len(names))
+    assert skipped == {keys.frames(n): 8 for n in names}
+    assert all(client.hget(keys.shed(GROUP, n), n) == b"8" for n in names)
+    r.close()
+
+
+def test_leases_of_cameras_on_several_shards_renew_together(client: Client, prefix: str) -> None:
+    keys = keys_for(prefix)
+    leases = [keys.lease("t", n) for n in cameras_on_every_primary(keys, 6)]
+    assert all(acquire(client, lease, "r1", 5000) for lease in leases)
+    assert sorted(renew(client, leases, "r1", 5000)) == sorted(leases)
+    assert renew(client, leases, "r2", 5000) == []
+
+
+def test_following_reads_every_shard(client: Client, prefix: str) -> None:
+    keys = keys_for(prefix)
+    names = cameras_on_every_primary(keys, 6)
+    for name in names:
+        add_entries(client, [(keys.results(name), name.encode(), 100)])
+    stop = threading.Event()
+    seen = []
+    for _, _, payload in follow(client, keys.stage("results"), ["*"], from_start=True, block_ms=200, stop=stop):
+        seen.append(payload)
+        if len(seen) == len(names):
+            stop.set()
+    assert sorted(seen) == sorted(n.encode() for n in names)
+
+
+def test_a_reader_carries_on_across_a_primary_failover(cluster: ValkeyCluster, client: Client, prefix: str) -> None:
+    """SIGKILL the primary of a camera's shard while a writer and a reader run: its replica takes over, the reader
+    reads that camera again within the bound, and every entry the writer was answered for is read, or was lost
+    in the replication window (counted: it is not in the stream any more)."""
+    keys = keys_for(prefix)
+    names = cameras_on_every_primary(keys, 6)
+    for name in names:
+        ensure_group(client, keys.frames(name), GROUP)
+    victim_key = keys.frames(names[0])
+    written: dict[str, list[str]] = {n: [] for n in names}
+    stop = threading.Event()
+
+    def write() -> None:
+        writer = connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
+        i = 0
+        while not stop.is_set():
+            for name in names:
+                try:
+                    [answer] = add_entries(writer, [(keys.frames(name), str(i).encode(), 100_000)])
+                except Exception:
+                    continue
+                if isinstance(answer, str):
+                    written[name].append(answer)
+            i += 1
+            time.sleep(0.02)
+        writer.close()
+
+    r = reader(client, keys, block_ms=300)
+    read: dict[str, set[str]] = {n: set() for n in names}
+    killed = float("inf")
+    first_after_kill: dict[str, float] = {}
+
+    def consume(until: float) -> None:
+        while time.monotonic() < until:
+            entries = r.read()
+            for e in entries:
+                read[keys.stream_of(e.key)].add(e.id)
+                if time.monotonic() > killed:
+                    first_after_kill.setdefault(keys.stream_of(e.key), time.monotonic())
+            r.ack(entries)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        consume(time.monotonic() + 2)
+        victim = cluster.primary_of_key(victim_key)
+        killed = time.monotonic()
+        cluster.kill(victim)
+        _, failover_s = cluster.wait_for_failover(victim, timeout=30)
+        consume(time.monotonic() + 6)
+        back_s = first_after_kill.get(names[0], float("inf")) - killed
+    finally:
+        stop.set()
+        thread.join(30)
+    consume(time.monotonic() + 3)
+    r.close()
+    assert back_s <= 10, f"the reader read the failed-over camera again {back_s:.1f} s after the kill"
+    lost = 0
+    for name in names:
+        kept = {e[0].decode() for e in client.xrange(keys.frames(name))}
+        answered = set(written[name])
+        lost += len(answered - kept)
+        assert (answered & kept) <= read[name], f"{name}: {len((answered & kept) - read[name])} kept entries unread"
+    assert lost <= 50, f"{lost} entries lost with the primary (failover took {failover_s:.1f} s)"
+    print(f"failover {failover_s:.1f} s, camera read again after {back_s:.1f} s, {lost} entries lost with the primary")
+
+
+def test_a_cluster_config_needs_a_tcp_url(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cluster: true needs a redis:// or rediss:// url"):
+        RedisConfig(cluster=True)
+    with pytest.raises(ValueError, match="a unix socket is not"):
+        RedisConfig(cluster=True, url=f"unix://{tmp_path}/s.sock")
