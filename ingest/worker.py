@@ -14,7 +14,6 @@ from typing import Literal
 from common import metrics
 from common.backoff import Backoff
 from common.config import CameraConfig, ConfigError, StackConfig, load_config
-from common.keys import Keys
 from common.redis_io import connect
 from common.service import Context, UsageError
 from ingest.progress import FileProgress
@@ -106,7 +105,7 @@ def run(ctx: Context[IngestOptions]) -> int:
     # socket timeout is capped at 5 s, never raised above the configured one.
     timeout = min(cfg.redis.socket_timeout_s, 5.0)
     client = connect(ctx.redis_url, cfg.redis.model_copy(update={"retries": 0, "socket_timeout_s": timeout}))
-    publisher = Publisher(client, Keys(cfg.streams.prefix), cfg.ingest.queue_size, cfg.ingest.pipeline).start()
+    publisher = Publisher(client, cfg.keys, cfg.ingest.queue_size, cfg.ingest.pipeline).start()
     fleet = Fleet(publisher, cfg, ctx.options.max_frames)
     metrics.register(metrics.IngestCollector(lambda: dict(publisher.counters)))
     fleet.apply(cfg, selected(cfg, ctx.options.cameras))

@@ -23,6 +23,7 @@ from rich.text import Text
 
 from common.config import ConfigError, StreamsConfig, load_config
 from common.embedded import answers, default_socket_path
+from common.keys import Keys
 from common.redis_io import RedisIOError, connect, ping
 from common.redis_io.settings import RedisConfig
 from common.service import EXIT_CONFIG
@@ -45,22 +46,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line (the result's fields)")
     p.add_argument("--from-start", action="store_true", help="begin with the results still kept, not only new ones")
     p.add_argument("--count", type=_positive, metavar="N", help="exit after N results")
-    p.add_argument("--config", type=Path, help="stack config (YAML): its Redis and key prefix")
+    p.add_argument("--config", type=Path, help="stack config (YAML): its Redis, key prefix and cluster layout")
     p.add_argument("--redis-url", help="Redis URL (default: the config's, else REDIS_URL)")
     p.add_argument("--prefix", help=f"key prefix (default: the config's, else {StreamsConfig().prefix!r})")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "WARNING"), help="DEBUG, INFO, WARNING...")
     return p
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str, RedisConfig]:
-    """(URL, prefix, client settings) from the flags, the config (REDIS_URL applied there) and the environment.
+def _target(args: argparse.Namespace) -> tuple[str, Keys, RedisConfig]:
+    """(URL, key names, client settings) from the flags, the config (REDIS_URL applied there) and the environment;
+    a cluster's key layout (its shards) comes from the config.
 
     Raises ConfigError naming what to set."""
-    redis_cfg, stack_prefix = RedisConfig(), args.prefix or StreamsConfig().prefix
+    redis_cfg, stack_prefix, shards = RedisConfig(), args.prefix or StreamsConfig().prefix, None
     if args.config is not None:
         config = load_config(args.config)
-        redis_cfg, stack_prefix = config.redis, config.streams.prefix
-    prefix = args.prefix or stack_prefix
+        redis_cfg, stack_prefix, shards = config.redis, config.streams.prefix, config.keys.shards
+    prefix = Keys(args.prefix or stack_prefix, shards)
     url = args.redis_url or redis_cfg.url or os.environ.get("REDIS_URL")
     if url:
         return url, prefix, redis_cfg

@@ -168,14 +168,15 @@ class StreamLedger:
         return self.pushed - self.answered - self.stale - self.shed - self.dead
 
 
-def ledger(client: Client, prefix: str, pushed: dict[str, int], pool: str = "main") -> dict[str, StreamLedger]:
+def ledger(client: Client, prefix: str | Keys, pushed: dict[str, int], pool: str = "main") -> dict[str, StreamLedger]:
     """The ledger of every stream, from ingest's counts and what Redis holds (frames, results, the stale and shed
-    tallies, dead letters, the detector group's pending and lag)."""
-    keys = Keys(prefix)
+    tallies, dead letters, the detector group's pending and lag). ``prefix``: a cluster's needs its Keys."""
+    keys = prefix if isinstance(prefix, Keys) else Keys(prefix)
     group = keys.detector_group(pool)
     stale = {text(k): int(v) for t in keys.tallies("stale", group) for k, v in client.hgetall(t).items()}
     shed = {text(k): int(v) for t in keys.tallies("shed", group) for k, v in client.hgetall(t).items()}
-    dead = Counter(keys.stream_of(text(f[b"origin"])) for _, f in client.xrange(keys.dead_letters()) if b"origin" in f)
+    dead_keys = {keys.dead_letters(keys.frames(s)) for s in pushed}  # one per shard on a cluster
+    dead = Counter(keys.stream_of(text(f[b"origin"])) for k in dead_keys for _, f in client.xrange(k) if b"origin" in f)
     out: dict[str, StreamLedger] = {}
     for stream, count in pushed.items():
         frames: Any = client.xrange(keys.frames(stream))
@@ -273,14 +274,15 @@ def terminate(procs: Procs, *names: str, timeout: float = 30) -> None:
     finished(procs, *names, timeout=timeout)
 
 
-def settle(client: Client, prefix: str, procs: Procs, stored: Callable[[], int], timeout: float = 60) -> None:
+def settle(client: Client, prefix: str | Keys, procs: Procs, stored: Callable[[], int], timeout: float = 60) -> None:
     """Wait, at most ``timeout``, until the ledger of what ingest pushed (read from its log: call it once ingest
     has stopped) shows no problem and the sink stored every result (``stored()``: how many it holds); what is
     still wrong then shows in the test's own ledger assertion."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pushed = published(procs.log("ingest"))
-        results = sum(client.xlen(Keys(prefix).results(s)) for s in pushed)
+        keys = prefix if isinstance(prefix, Keys) else Keys(prefix)
+        results = sum(client.xlen(keys.results(s)) for s in pushed)
         detectors = [procs.log(n) for n in procs.running if n.startswith("detector")]
         if not problems(ledger(client, prefix, pushed), redeliveries(detectors)) and stored() >= results:
             return
