@@ -27,6 +27,11 @@ STALE = Counter("streamyolo_frames_stale", "Frames acked uninferred: older than 
 SHED = Counter("streamyolo_frames_shed", "Live frames shed uninferred because newer frames of their stream waited "
                "(the pool's shed_behind), by reason.", ["pool", "stream", "reason"])  # fmt: skip
 DEAD = Counter("streamyolo_dead_letters", "Messages moved to the dead-letter stream.", ["group", "origin"])
+UNREPLICATED = Counter(
+    "streamyolo_writes_unreplicated",
+    "Entries written with redis.wait_replicas whose replicas did not all confirm them in time (on the primary only).",
+    ["node"],
+)
 BATCH_SIZE = Histogram("streamyolo_batch_size", "Frames per inference batch.", ["pool"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))  # fmt: skip
 INFERENCE = Histogram("streamyolo_inference_seconds", "Engine time of one batch.", ["pool"],

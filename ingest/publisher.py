@@ -50,6 +50,9 @@ class Publisher:
     keys: Keys
     queue_size: int = 256
     pipeline: int = 32
+    replicas: int = 0
+    """Replicas that must hold each batch before it counts as published (redis.wait_replicas)."""
+    replicas_timeout_ms: int = 500
     counters: dict[str, StreamCounters] = field(default_factory=dict)
     _queue: deque[tuple[Frame, int]] = field(default_factory=deque)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -156,7 +159,9 @@ class Publisher:
             return True
         entries = [(self.keys.frames(frame.stream), encode(frame), maxlen) for frame, maxlen in batch]
         try:
-            replies: list[object] = list(add_entries(self.client, entries))
+            replies: list[object] = list(
+                add_entries(self.client, entries, replicas=self.replicas, timeout_ms=self.replicas_timeout_ms)
+            )
         except Unavailable as exc:
             # Redis may have taken the frames and the reply been lost: found out before the next send.
             self._unsure = batch

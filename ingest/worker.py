@@ -105,7 +105,10 @@ def run(ctx: Context[IngestOptions]) -> int:
     # socket timeout is capped at 5 s, never raised above the configured one.
     timeout = min(cfg.redis.socket_timeout_s, 5.0)
     client = connect(ctx.redis_url, cfg.redis.model_copy(update={"retries": 0, "socket_timeout_s": timeout}))
-    publisher = Publisher(client, cfg.keys, cfg.ingest.queue_size, cfg.ingest.pipeline).start()
+    publisher = Publisher(
+        client, cfg.keys, cfg.ingest.queue_size, cfg.ingest.pipeline, cfg.redis.wait_replicas,
+        cfg.redis.wait_timeout_ms,
+    ).start()  # fmt: skip
     fleet = Fleet(publisher, cfg, ctx.options.max_frames)
     metrics.register(metrics.IngestCollector(lambda: dict(publisher.counters)))
     fleet.apply(cfg, selected(cfg, ctx.options.cameras))

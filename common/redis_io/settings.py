@@ -35,6 +35,18 @@ class RedisConfig(Strict):
         description="The URL names one node of a Redis/Valkey Cluster: keys carry a shard tag (streams.shards) and "
         "every service follows the cluster's slots across failovers and resharding.",
     )
+    wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Ingest's frame writes return once this many replicas of their primary hold them (WAIT), so a "
+        "primary's failover loses no frame it acknowledged; costs a round trip to the replicas per batch. 0: "
+        "asynchronous replication. (Results and acks need none: one lost with a primary leaves its frame pending, "
+        "and it is answered again.)",
+    )
+    wait_timeout_ms: int = Field(
+        500, ge=1, le=60_000, description="How long a write waits for wait_replicas (then counted as unreplicated)."
+    )
     socket_timeout_s: float = Field(
         10.0,
         ge=1,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.keys import Keys, key_slot
+from common.metrics import UNREPLICATED
 from common.redis_io import (
     Client,
     GroupReader,
@@ -245,3 +246,30 @@ def test_a_cluster_config_needs_a_tcp_url(tmp_path: Path) -> None:
         RedisConfig(cluster=True)
     with pytest.raises(ValueError, match="a unix socket is not"):
         RedisConfig(cluster=True, url=f"unix://{tmp_path}/s.sock")
+
+
+def test_waiting_for_replicas_holds_a_write_until_a_replica_has_it(cluster: ValkeyCluster, client: Client,
+                                                                    prefix: str) -> None:  # fmt: skip
+    """redis.wait_replicas: each primary's entries and their WAIT go down one connection to it, so a replica that
+    does not follow shows (the write waits out the timeout, and is counted unreplicated), and one that does costs a
+    round trip."""
+    keys = keys_for(prefix)
+    names = cameras_on_every_primary(keys, 6)
+    batch = [(keys.frames(n), b"frame", 1000) for n in names]
+    started = time.monotonic()
+    assert all(isinstance(r, str) for r in add_entries(client, batch, replicas=1, timeout_ms=2000))
+    assert time.monotonic() - started < 1.5  # every replica follows: no timeout waited out
+    slow = cluster.primary_of_key(keys.frames(names[0]))
+    replica = cluster.replicas_of(slow)[0]
+    before = UNREPLICATED.labels(f"127.0.0.1:{slow.port}")._value.get()
+    cluster.pause(replica)
+    try:
+        started = time.monotonic()
+        replies = add_entries(client, batch, replicas=1, timeout_ms=300)
+        waited = time.monotonic() - started
+    finally:
+        cluster.resume(replica)
+    assert all(isinstance(r, str) for r in replies)  # on the primaries all the same
+    assert 0.3 <= waited < 2.0
+    on_slow = sum(cluster.primary_of_key(k) is slow for k, _, _ in batch)
+    assert UNREPLICATED.labels(f"127.0.0.1:{slow.port}")._value.get() - before == on_slow
