@@ -9,6 +9,9 @@ a millisecond or so here).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,11 +23,13 @@ from common.keys import Keys
 from common.redis_io import connect
 from common.redis_io.settings import RedisConfig
 from common.wire import Result, decode
+from tests.conftest import ROOT
 from tests.faults.conftest import Record
 from tests.faults.stack import (
     camera,
     dropped,
     finished,
+    jsonl_rows,
     ledger,
     processes,
     published,
@@ -99,3 +104,48 @@ def answered_since(client: Any, streams: list[str], since: float) -> bool:
         if newest and decode(newest[0][1][b"msg"], Result).capture_ts > since:
             return True
     return False
+
+
+def test_the_launched_stack_with_tracker_and_alerts_runs_on_the_cluster(tmp_path: Path, record: Record) -> None:
+    """``python -m common.stack.launcher`` on a cluster: every frame answered once, a tracker's tracks and an alert
+    sink's alerts (their keys in slots of their own), then status and ``sink tail`` seeing every shard."""
+    cams = [camera(name, seed, fps=8) for seed, name in enumerate(STREAMS[:4])]
+    sinks = [
+        {"kind": "jsonl", "name": "out", "path": str(tmp_path / "results.jsonl")},
+        {"kind": "tracker", "name": "objects"},
+        {"kind": "alert", "name": "watch", "rules": [{"name": "any", "min_score": 0.0, "actions": ["say"]}],
+         "actions": {"say": {"kind": "log"}}},
+    ]  # fmt: skip
+    demo = {
+        "model": {"folder": str(ROOT / "detector" / "models" / "shapes"), "input_size": 256},
+        "max_batch": 8,
+        "max_age_ms": None,
+    }  # the bundled demo model: it finds the synthetic scene's shapes, so alerts fire
+    config = write_config(tmp_path / "stack.yaml", PREFIX, cams, demo, sinks, streams={"shards": SHARDS},
+                          redis_cfg={"cluster": True})  # fmt: skip
+    with ValkeyCluster(tmp_path / "cluster", node_timeout_ms=1000) as cluster:
+        env = {**os.environ, "REDIS_URL": cluster.url, "PYTHONUNBUFFERED": "1"}
+
+        def run(*argv: str, timeout: float) -> str:
+            done = subprocess.run([sys.executable, "-m", *argv, "--config", str(config)], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+            assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+            return done.stdout + done.stderr
+
+        output = run("common.stack.launcher", "--duration", "8", "--drain", "90", timeout=240)
+        status = run("common.stack.status", "--once", "--interval", "0.2", timeout=60)
+        tail = run("sink", "tail", "--from-start", "--count", "5", "--json", timeout=60)
+        client = connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
+        tracks = {s: client.xlen(KEYS.tracks("objects", s)) for s in STREAMS[:4]}
+        alerts = client.xlen(KEYS.alerts("watch"))
+        client.close()
+    pushed = published(output)
+    assert set(pushed) == set(STREAMS[:4]) and all(n >= 20 for n in pushed.values()), output[-4000:]
+    answered = Counter((r["stream"], r["seq"]) for r in jsonl_rows(tmp_path / "results.jsonl"))
+    assert set(answered) == {(s, i) for s, n in pushed.items() for i in range(n)}, output[-4000:]
+    assert max(answered.values()) == 1, "a frame answered twice"
+    assert tracks == pushed, f"tracks per camera {tracks}, frames {pushed}"  # one Tracks per result
+    assert alerts > 0
+    assert all(s in status for s in STREAMS[:4]), status
+    assert len([line for line in tail.splitlines() if line.startswith("{")]) == 5, tail
+    record(frames=sum(pushed.values()), tracks=sum(tracks.values()), alerts=alerts)
