@@ -110,7 +110,7 @@ def test_the_launched_stack_with_tracker_and_alerts_runs_on_the_cluster(tmp_path
     """``python -m common.stack.launcher`` on a cluster: every frame answered once, a tracker's tracks and an alert
     sink's alerts (their keys in slots of their own), then status and ``sink tail`` seeing every shard."""
     cams = [camera(name, seed, fps=8) for seed, name in enumerate(STREAMS[:4])]
-    sinks = [
+    sinks: list[dict[str, Any]] = [
         {"kind": "jsonl", "name": "out", "path": str(tmp_path / "results.jsonl")},
         {"kind": "tracker", "name": "objects"},
         {"kind": "alert", "name": "watch", "rules": [{"name": "any", "min_score": 0.0, "actions": ["say"]}],
