@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from common.keys import key_slot
+from common.keys import MAX_SHARDS, key_slot
 from common.redis_io.connection import Client, is_cluster
 
 ReadKeys = Callable[[Any, list[str], int | None], Any]
@@ -64,7 +64,8 @@ class ShardReads:
             replies = [r for r in pipe.execute() if r]
             if replies or block_ms <= 0:
                 return replies
-            pool = self._pool or cf.ThreadPoolExecutor(max_workers=64, thread_name_prefix=self._name)
+            # A thread per slot read (made as needed): one waiting in a queue would leave its shard unread meanwhile.
+            pool = self._pool or cf.ThreadPoolExecutor(max_workers=MAX_SHARDS + 16, thread_name_prefix=self._name)
             self._pool = pool
             for slot, group in slots.items():
                 self._out[slot] = pool.submit(read, self.client, group, block_ms)
