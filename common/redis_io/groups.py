@@ -185,6 +185,13 @@ class GroupReader:
         """
         try:
             entries = self._read_once(self.block_ms if block_ms is None else block_ms, skip)
+        except _RETRIED as exc:  # first: a cluster's CLUSTERDOWN and TRYAGAIN are ResponseErrors too
+            self.stats.redis_errors += 1
+            self._next_claim = 0.0  # a read whose reply died with the connection left entries pending to us: take them
+            delay = self._read_backoff.next_delay()
+            log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
+            time.sleep(delay)
+            return []
         except (ResponseError, Refused) as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -192,13 +199,6 @@ class GroupReader:
             self.stats.groups_recreated += 1
             self._next_scan = 0.0
             self._keys = []
-            return []
-        except _RETRIED as exc:
-            self.stats.redis_errors += 1
-            self._next_claim = 0.0  # a read whose reply died with the connection left entries pending to us: take them
-            delay = self._read_backoff.next_delay()
-            log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
-            time.sleep(delay)
             return []
         self._read_backoff.reset()
         return self._hand_out(entries)
