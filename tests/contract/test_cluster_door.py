@@ -248,11 +248,17 @@ def test_a_cluster_config_needs_a_tcp_url(tmp_path: Path) -> None:
         RedisConfig(cluster=True, url=f"unix://{tmp_path}/s.sock")
 
 
-def test_waiting_for_replicas_holds_a_write_until_a_replica_has_it(cluster: ValkeyCluster, client: Client,
-                                                                    prefix: str) -> None:  # fmt: skip
+def test_waiting_for_replicas_holds_a_write_until_a_replica_has_it(tmp_path: Path, prefix: str) -> None:
     """redis.wait_replicas: each primary's entries and their WAIT go down one connection to it, so a replica that
     does not follow shows (the write waits out the timeout, and is counted unreplicated), and one that does costs a
-    round trip."""
+    round trip. A cluster of its own: every primary must have its replica."""
+    with ValkeyCluster(tmp_path / "c", node_timeout_ms=5000) as cluster:
+        client = connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
+        wait_for_replicas(cluster, client, prefix)
+        client.close()
+
+
+def wait_for_replicas(cluster: ValkeyCluster, client: Client, prefix: str) -> None:
     keys = keys_for(prefix)
     names = cameras_on_every_primary(keys, 6)
     batch = [(keys.frames(n), b"frame", 1000) for n in names]
