@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from typing import Any, TypeAlias
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import Connection, SSLConnection
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,6 +31,29 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     *CLUSTER_TRANSIENT,
 )
 """redis-py's errors the door's own loops retry (inside the door only: outside, they are :class:`Unavailable`)."""
+
+
+class _AbortOnClose:
+    """A connection whose socket is closed abortively (SO_LINGER 0: a reset, its unsent bytes dropped).
+
+    A call that timed out on a silent network closes its connection, and with a plain close the kernel keeps sending
+    what the call had written: once the network is back, Redis would run it late, after the caller had read back
+    what landed and concluded it had not (ingest would count a pushed frame as dropped, a detector send a
+    transaction again). Nothing is lost this way: a connection is only closed with nothing of ours left unsent,
+    or after a failure that makes its caller find out what landed."""
+
+    def _connect(self) -> socket.socket:
+        sock: socket.socket = super()._connect()  # type: ignore[misc]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return sock
+
+
+class _TcpConnection(_AbortOnClose, Connection):
+    pass
+
+
+class _TlsConnection(_AbortOnClose, SSLConnection):
+    pass
 
 
 def connect(url: str, cfg: RedisConfig | None = None) -> Client:
@@ -54,11 +80,14 @@ def connect(url: str, cfg: RedisConfig | None = None) -> Client:
         ExponentialBackoff(cap=2.0, base=0.05), cfg.retries, supported_errors=(RedisConnectionError, BusyLoadingError)
     )
     common: dict[str, Any] = {
+        "connection_class": _TlsConnection if url.startswith("rediss://") else _TcpConnection,
         "socket_timeout": cfg.socket_timeout_s,
         "socket_connect_timeout": cfg.connect_timeout_s,
         "health_check_interval": 30,
         **tls,
     }
+    if url.startswith("unix://"):
+        del common["connection_class"]  # nothing waits in a unix socket: what was written is the server's
     if cfg.cluster:
         if url.startswith("unix://"):
             raise ValueError("redis.cluster: a cluster is reached over TCP (redis:// or rediss://), not a unix socket")
