@@ -20,12 +20,10 @@ from common.redis_io import (
     RedisIOError,
     Unavailable,
     add_entries,
-    connect,
     ensure_group,
     stream_keys,
 )
-from common.redis_io.settings import RedisConfig
-from tests.servers.valkey_cluster import Node, ValkeyCluster, command
+from tests.servers.valkey_cluster import Node, ValkeyCluster, command, door_client, spread_cameras
 
 pytestmark = [pytest.mark.contract, pytest.mark.timeout(120)]
 
@@ -40,25 +38,8 @@ def cluster(tmp_path: Path) -> Iterator[ValkeyCluster]:
         yield running
 
 
-def cluster_client(cluster: ValkeyCluster) -> Client:
-    return connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
-
-
 def keys_for(prefix: str) -> Keys:
     return Keys(prefix, shards=12)
-
-
-def cameras_on_every_primary(keys: Keys, count: int = 6) -> list[str]:
-    """``count`` cameras, as many on each primary (the cluster's even split of the slots into 3 ranges)."""
-    per: dict[int, list[str]] = {0: [], 1: [], 2: []}
-    i = 0
-    while sum(map(len, per.values())) < count:
-        name = f"cam{i}"
-        third = per[key_slot(keys.frames(name)) * 3 // 16384]
-        if len(third) < count // 3:
-            third.append(name)
-        i += 1
-    return [n for names in per.values() for n in names]
 
 
 def reader(client: Client, keys: Keys, names: list[str], group: str = GROUP, block_ms: int = 300) -> GroupReader:
@@ -85,7 +66,7 @@ class Writer:
         self.keys = keys
         self.names = names
         self.period = 1 / rate
-        self.client = cluster_client(cluster)
+        self.client = door_client(cluster)
         self.written: dict[str, list[str]] = {n: [] for n in names}
         self.unavailable = 0
         self.other_errors: list[str] = []  # anything but Unavailable: a door that leaks the wrong error
@@ -203,8 +184,8 @@ def test_a_slot_migrated_under_a_writer_and_a_reader_loses_and_repeats_nothing(
     follows the ASK and MOVED redirections, so every entry written is read, once, and the group moves with the
     stream (nothing left pending)."""
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys)
-    client = cluster_client(cluster)
+    names = spread_cameras(keys)
+    client = door_client(cluster)
     r = reader(client, keys, names)
     consumer = Consumer(r, keys)
     writer = Writer(cluster, keys, names).start()
@@ -249,9 +230,9 @@ def test_a_primary_restarted_after_its_failover_rejoins_as_a_replica_unnoticed(
     as a replica of its successor, not take its slots back, and the reader must go on reading its cameras without a
     single error, nor its group recreated (which a client sent to the empty node would do)."""
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys)
+    names = spread_cameras(keys)
     victim_key = keys.frames(names[0])
-    client = cluster_client(cluster)
+    client = door_client(cluster)
     r = reader(client, keys, names)
     consumer = Consumer(r, keys)
     writer = Writer(cluster, keys, names).start()
@@ -312,8 +293,8 @@ def test_the_majority_lost_gives_clear_errors_and_loses_nothing_the_survivor_ack
     written), a worker's read must not raise (it counts, backs off and returns nothing), and the survivor keeps
     every entry it acknowledged."""
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys)
-    client = cluster_client(cluster)
+    names = spread_cameras(keys)
+    client = door_client(cluster)
     survivor = cluster.primary_of_key(keys.frames(names[0]))
     on_survivor = [n for n in names if cluster.primary_of_key(keys.frames(n)) is survivor]
     doomed: list[Node] = []

@@ -11,21 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from common.keys import Keys, key_slot
+from common.keys import Keys
 from common.metrics import UNREPLICATED
 from common.redis_io import (
     Client,
     GroupReader,
     Tally,
     add_entries,
-    connect,
     ensure_group,
     follow,
     stream_keys,
 )
 from common.redis_io.leases import acquire, renew
 from common.redis_io.settings import RedisConfig
-from tests.servers.valkey_cluster import ValkeyCluster
+from tests.servers.valkey_cluster import ValkeyCluster, door_client, spread_cameras
 
 pytestmark = [pytest.mark.contract, pytest.mark.timeout(120)]
 
@@ -40,7 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]
 
 @pytest.fixture
 def client(cluster: ValkeyCluster) -> Iterator[Client]:
-    c = connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
+    c = door_client(cluster)
     yield c
     c.close()
 
@@ -62,22 +61,9 @@ def reader(client: Client, keys: Keys, consumer: str = "c1", **kw: object) -> Gr
     )
 
 
-def cameras_on_every_primary(keys: Keys, count: int = 12) -> list[str]:
-    """``count`` cameras, as many on each primary (the cluster's even split of the slots into 3 ranges)."""
-    per: dict[int, list[str]] = {0: [], 1: [], 2: []}
-    i = 0
-    while sum(map(len, per.values())) < count:
-        name = f"cam{i}"
-        third = per[key_slot(keys.frames(name)) * 3 // 16384]
-        if len(third) < count // 3:
-            third.append(name)
-        i += 1
-    return [n for names in per.values() for n in names]
-
-
 def test_a_reader_reads_every_shard_and_a_blocking_read_wakes_on_any(client: Client, prefix: str) -> None:
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys)
+    names = spread_cameras(keys)
     for name in names:
         ensure_group(client, keys.frames(name), GROUP)
         add_entries(client, [(keys.frames(name), f"{name}-{i}".encode(), 1000) for i in range(3)])
@@ -110,7 +96,7 @@ def test_writes_split_by_slot_results_tallies_and_dead_letters_land_in_their_cam
     client: Client, prefix: str
 ) -> None:
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys, 6)
+    names = spread_cameras(keys, 6)
     for name in names:
         ensure_group(client, keys.frames(name), GROUP)
         add_entries(client, [(keys.frames(name), b"frame", 1000), (keys.frames(name), b"poison", 1000)])
@@ -139,7 +125,7 @@ def test_writes_split_by_slot_results_tallies_and_dead_letters_land_in_their_cam
 
 def test_catching_up_runs_the_script_on_every_shard(client: Client, prefix: str) -> None:
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys, 6)
+    names = spread_cameras(keys, 6)
     for name in names:
         ensure_group(client, keys.frames(name), GROUP)
         add_entries(client, [(keys.frames(name), str(i).encode(), 1000) for i in range(10)])
@@ -154,7 +140,7 @@ def test_catching_up_runs_the_script_on_every_shard(client: Client, prefix: str)
 
 def test_leases_of_cameras_on_several_shards_renew_together(client: Client, prefix: str) -> None:
     keys = keys_for(prefix)
-    leases = [keys.lease("t", n) for n in cameras_on_every_primary(keys, 6)]
+    leases = [keys.lease("t", n) for n in spread_cameras(keys, 6)]
     assert all(acquire(client, lease, "r1", 5000) for lease in leases)
     assert sorted(renew(client, leases, "r1", 5000)) == sorted(leases)
     assert renew(client, leases, "r2", 5000) == []
@@ -162,7 +148,7 @@ def test_leases_of_cameras_on_several_shards_renew_together(client: Client, pref
 
 def test_following_reads_every_shard(client: Client, prefix: str) -> None:
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys, 6)
+    names = spread_cameras(keys, 6)
     for name in names:
         add_entries(client, [(keys.results(name), name.encode(), 100)])
     stop = threading.Event()
@@ -179,7 +165,7 @@ def test_a_reader_carries_on_across_a_primary_failover(cluster: ValkeyCluster, c
     reads that camera again within the bound, and every entry the writer was answered for is read, or was lost
     in the replication window (counted: it is not in the stream any more)."""
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys, 6)
+    names = spread_cameras(keys, 6)
     for name in names:
         ensure_group(client, keys.frames(name), GROUP)
     victim_key = keys.frames(names[0])
@@ -187,7 +173,7 @@ def test_a_reader_carries_on_across_a_primary_failover(cluster: ValkeyCluster, c
     stop = threading.Event()
 
     def write() -> None:
-        writer = connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
+        writer = door_client(cluster)
         i = 0
         while not stop.is_set():
             for name in names:
@@ -253,14 +239,14 @@ def test_waiting_for_replicas_holds_a_write_until_a_replica_has_it(tmp_path: Pat
     does not follow shows (the write waits out the timeout, and is counted unreplicated), and one that does costs a
     round trip. A cluster of its own: every primary must have its replica."""
     with ValkeyCluster(tmp_path / "c", node_timeout_ms=5000) as cluster:
-        client = connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
+        client = door_client(cluster)
         wait_for_replicas(cluster, client, prefix)
         client.close()
 
 
 def wait_for_replicas(cluster: ValkeyCluster, client: Client, prefix: str) -> None:
     keys = keys_for(prefix)
-    names = cameras_on_every_primary(keys, 6)
+    names = spread_cameras(keys, 6)
     batch = [(keys.frames(n), b"frame", 1000) for n in names]
     started = time.monotonic()
     assert all(isinstance(r, str) for r in add_entries(client, batch, replicas=1, timeout_ms=2000))

@@ -115,6 +115,24 @@ def processes(folder: Path, config: Path, url: str, **env: str) -> Iterator[Proc
         procs.close()
 
 
+def pending_of(client: Client, keys: list[str], group: str, consumer: str) -> dict[str, list[str]]:
+    """The entry ids a consumer holds (read, not yet acked) in ``group``, per stream key."""
+    out = {}
+    for key in keys:
+        held: Any = client.xpending_range(key, group, "-", "+", 1000, consumername=consumer)
+        out[key] = [text(r["message_id"]) for r in held]
+    return out
+
+
+def still_pending(client: Client, group: str, held: dict[str, list[str]]) -> int:
+    """How many of the entries ``held`` (per stream key) are still pending in ``group``."""
+    pipe = client.pipeline(transaction=False)
+    for key, ids in held.items():
+        for entry_id in ids:
+            pipe.xpending_range(key, group, entry_id, entry_id, 1)
+    return sum(1 for rows in pipe.execute() if rows)
+
+
 def wait_for(what: str, check: Callable[[], bool], timeout: float, every: float = 0.1) -> float:
     """Seconds until ``check()`` held; fails the test when it did not within ``timeout``."""
     start = time.monotonic()

