@@ -73,5 +73,6 @@ def run(ctx: Context[DetectorOptions]) -> int:
     log.info("stopping (%s); %s; engine restarts %d; %s", why, publisher.counts, engine.restarts, reader.stats)
     beacon.close()
     engine.close()
+    reader.close()
     client.close()
     return 0

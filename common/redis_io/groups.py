@@ -230,7 +230,8 @@ class GroupReader:
         return [Entry(k, i, p, trimmed=t) for r in replies for k, i, p, t in reply_entries(r, self.payload_field)]
 
     def close(self) -> None:
-        """Stop the reads still out on a cluster's slots (see :class:`ShardReads`)."""
+        """Stop the reads still out on a cluster's slots (see :class:`ShardReads`): a service's last step, so that
+        it exits without waiting for their BLOCK; what they deliver stays pending to this consumer."""
         if self._shards is not None:
             self._shards.close()
 

@@ -38,5 +38,6 @@ def run(ctx: Context[SinkOptions], sink: AlertSinkConfig) -> int:
         delivery.close(ctx.shutdown.drain_s / len(deliveries))
     log.info("stopping (%s); %s; delivered %s; %s", why, raiser.counts,
              {d.action.name: d.delivered for d in deliveries}, reader.stats)  # fmt: skip
+    reader.close()
     client.close()
     return 0

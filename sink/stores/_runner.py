@@ -31,6 +31,7 @@ def run(ctx: Context[SinkOptions], sink: StoreSettings) -> int:
         reader = events_reader(ctx, sink, client, sink.events_of)
         why = store_events(ctx, sink, reader)
     log.info("stopping (%s); %s", why, reader.stats)
+    reader.close()
     client.close()
     return 0
 

@@ -292,5 +292,6 @@ def run(ctx: Context[SinkOptions], sink: TrackerSinkConfig) -> int:
     except RedisIOError as exc:  # the leases run out by themselves
         log.warning("cannot give the cameras up (%s): the other replicas take them when the leases run out", exc)
     log.info("stopping (%s); %s; %s", why, dict(tracking.stats), tracking.reader.stats)
+    tracking.reader.close()
     client.close()
     return 0
