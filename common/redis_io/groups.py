@@ -493,6 +493,8 @@ class GroupReader:
         failed = False
         while True:
             pipe = self.client.pipeline(transaction=transaction)
+            if acks and not is_cluster(self.client):
+                pipe._disconnect_raise_on_watching = _sent_once  # type: ignore[method-assign]
             build(pipe)
             try:
                 if failed and acks and self._ran(acks):
@@ -529,6 +531,15 @@ class GroupReader:
         if any(isinstance(r, ResponseError) for r in replies):
             return False  # NOGROUP: the server lost the group, and with it whatever the transaction did
         return any(bool(kept) and not pending for kept, pending in zip(replies[::2], replies[1::2], strict=True))
+
+
+def _sent_once(conn: Any, error: BaseException, *_: object) -> None:
+    """In place of redis-py's step between two tries of a pipeline: a transaction that acks is never sent again by
+    redis-py itself, which retries on a connection error even when the reply, not the request, was lost (Redis
+    killed after it ran EXEC: the results were published twice). The error reaches :meth:`GroupReader._attempts`,
+    which first asks Redis whether the transaction ran (:meth:`GroupReader._ran`)."""
+    conn.disconnect()
+    raise error
 
 
 class _Queued:
