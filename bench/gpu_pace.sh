@@ -59,9 +59,8 @@ case "${1:-all}" in
     e2e _tiny_host_1800 1 --streams 1800 --arch tiny "${host[@]}"
     e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
     ;;
-  short)  # what a call with little device time left can hold: one replica past capacity (py-spy), then two
+  short)  # what a call with little device time left can hold: one replica past capacity, with py-spy
     PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"
-    e2e _host_r2_900 1 --streams 900 --replicas 2 --max-batch 64 --decode cpu --decode-threads 6
     ;;
   autotune)
     PYTHONPATH=$base timeout 500 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
