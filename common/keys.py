@@ -37,16 +37,14 @@ SLOTS = 16_384
 """Hash slots of a Redis Cluster."""
 
 MAX_SHARDS = 256
+"""The most shards a stack may have: each is a read per reader, and a thread while it blocks."""
 
 StageName = Literal["frames", "results", "tracks", "events"]
 
 
 def key_slot(key: str) -> int:
-    """The cluster slot of a key: CRC16 (XMODEM) of its hash tag (the first non-empty ``{...}``), else of the key."""
-    start = key.find("{")
-    if start >= 0 and (end := key.find("}", start + 1)) > start + 1:
-        key = key[start + 1 : end]
-    return binascii.crc_hqx(key.encode(), 0) % SLOTS
+    """The cluster slot of a key: CRC16 (XMODEM) of its hash tag (see :func:`tag_of`), else of the whole key."""
+    return binascii.crc_hqx((tag_of(key) or key).encode(), 0) % SLOTS
 
 
 @functools.cache
@@ -65,7 +63,8 @@ def shard_tags(shards: int) -> tuple[str, ...]:
 
 
 def tag_of(key: str) -> str | None:
-    """The hash tag a key names (the text inside its first ``{...}``), or None."""
+    """The hash tag a key names: the text between its first ``{`` and the first ``}`` after it, if not empty (Redis
+    Cluster's rule); else None."""
     start = key.find("{")
     end = key.find("}", start + 1) if start >= 0 else -1
     return key[start + 1 : end] if end > start + 1 else None
