@@ -484,8 +484,9 @@ def test_the_tracker_grid_behind_a_login(tmp_path: Path, chrome: WebDriver, monk
             session = cookies["__Host-streamyolo-session"]
             assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
 
+            # The user's name comes from its own request (/api/me): waited for like the tiles, not raced.
             now = wait(chrome, lambda d: (s := grid(d))["tiles"] == ["east", "west"] and s["loaded"]
-                       and "#1 person" in s["ids"]["east"] and "#8 car" in s["ids"]["west"] and s,
+                       and "#1 person" in s["ids"]["east"] and "#8 car" in s["ids"]["west"] and s["user"] and s,
                        "the grid")  # fmt: skip
             assert now["tracking"] and not now["single"] and now["user"] == "ops" and now["logout"]
             events = wait(chrome, lambda d: (s := grid(d))["shots"] >= 4 and len(s["gone"]) == 2
