@@ -240,28 +240,24 @@ def test_waiting_for_replicas_holds_a_write_until_a_replica_has_it(tmp_path: Pat
     round trip. A cluster of its own: every primary must have its replica."""
     with ValkeyCluster(tmp_path / "c", node_timeout_ms=5000) as cluster:
         client = door_client(cluster)
-        wait_for_replicas(cluster, client, prefix)
-        client.close()
-
-
-def wait_for_replicas(cluster: ValkeyCluster, client: Client, prefix: str) -> None:
-    keys = keys_for(prefix)
-    names = spread_cameras(keys, 6)
-    batch = [(keys.frames(n), b"frame", 1000) for n in names]
-    started = time.monotonic()
-    assert all(isinstance(r, str) for r in add_entries(client, batch, replicas=1, timeout_ms=2000))
-    assert time.monotonic() - started < 1.5  # every replica follows: no timeout waited out
-    slow = cluster.primary_of_key(keys.frames(names[0]))
-    replica = cluster.replicas_of(slow)[0]
-    before = UNREPLICATED.labels(f"127.0.0.1:{slow.port}")._value.get()
-    cluster.pause(replica)
-    try:
+        keys = keys_for(prefix)
+        names = spread_cameras(keys, 6)
+        batch = [(keys.frames(n), b"frame", 1000) for n in names]
         started = time.monotonic()
-        replies = add_entries(client, batch, replicas=1, timeout_ms=300)
-        waited = time.monotonic() - started
-    finally:
-        cluster.resume(replica)
-    assert all(isinstance(r, str) for r in replies)  # on the primaries all the same
-    assert 0.3 <= waited < 2.0
-    on_slow = sum(cluster.primary_of_key(k) is slow for k, _, _ in batch)
-    assert UNREPLICATED.labels(f"127.0.0.1:{slow.port}")._value.get() - before == on_slow
+        assert all(isinstance(r, str) for r in add_entries(client, batch, replicas=1, timeout_ms=2000))
+        assert time.monotonic() - started < 1.5  # every replica follows: no timeout waited out
+        slow = cluster.primary_of_key(keys.frames(names[0]))
+        replica = cluster.replicas_of(slow)[0]
+        before = UNREPLICATED.labels(f"127.0.0.1:{slow.port}")._value.get()
+        cluster.pause(replica)
+        try:
+            started = time.monotonic()
+            replies = add_entries(client, batch, replicas=1, timeout_ms=300)
+            waited = time.monotonic() - started
+        finally:
+            cluster.resume(replica)
+        assert all(isinstance(r, str) for r in replies)  # on the primaries all the same
+        assert 0.3 <= waited < 2.0
+        on_slow = sum(cluster.primary_of_key(k) is slow for k, _, _ in batch)
+        assert UNREPLICATED.labels(f"127.0.0.1:{slow.port}")._value.get() - before == on_slow
+        client.close()
