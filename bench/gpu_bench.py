@@ -13,7 +13,7 @@ Parts (``python bench/gpu_bench.py PART --out DIR``):
   none goes past its share (torch's reserved memory and nvidia-smi's per-process figure).
 - ``decode``: JPEG frames (416 px, and 720p that need a resize) decoded and letterboxed on the GPU (nvJPEG) against
   the CPU path (OpenCV, one core): frames/s each, and the detections and raw heads of the two paths compared.
-- ``e2e``: a Redis-compatible server, ingest processes pushing N synthetic 416-px JPEG streams at 5 fps, detector
+- ``e2e``: a Redis-compatible server (``--primaries N``: a cluster of N primaries), ingest processes pushing N synthetic 416-px JPEG streams at 5 fps, detector
   replicas on GPU 0 (``--decode gpu|cpu``): frames/s, p50/p99 capture-to-result latency, stale drops and frames
   missing in the measured window, CPU cores used, GPU memory (all, and per replica).
 - ``profile``: where YOLOv3-416's GPU time goes at batch 64 in fp16 (torch.profiler over eager forwards):
@@ -37,6 +37,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -497,20 +498,18 @@ def part_e2e(
     decode_threads: int = 6,
     arch: Arch = "yolov3",
     shed_behind: str = "default",
+    primaries: int = 0,
+    engine_gpu: str = "0",
 ) -> dict[str, Any]:
-    from common.embedded import EmbeddedServer
-    from common.keys import Keys
+    from common.config import load_config
     from common.redis_io import connect, ensure_group
-    from common.redis_io.settings import EmbeddedServerConfig
     from common.wire import Result, decode
 
     rows = []
     for n in streams:
-        # Sized for the streams: 25 frames of ~33 KB (5 s at 5 fps, past max_age_ms) and 1,000 results per stream.
-        memory = EmbeddedServerConfig(maxmemory_mb=2048 + n * 8)
         with (
             tempfile.TemporaryDirectory(prefix="e2e") as tmp,
-            EmbeddedServer(Path(tmp) / "v.sock", memory) as server,
+            redis_server(Path(tmp), primaries, 2048 + n * 8) as server,
             contextlib.ExitStack() as cleanup,
         ):
             procs: list[subprocess.Popen[Any]] = []
@@ -527,11 +526,12 @@ def part_e2e(
                   queue_size: 4096
                   cameras:
                 """) + cams + textwrap.dedent("""
+                redis: {cluster: CLUSTER}
                 detector:
                   pools:
                     - name: gpu
                       model: {architecture: ARCH, classes: [a, b, c], input_size: 416}
-                      engine: {kind: torch, gpu: 0, precision: fp16, decode: DECODE, compile: COMPILE}
+                      engine: {kind: torch, gpu: GPU, precision: fp16, decode: DECODE, compile: COMPILE}
                       max_batch: MAX_BATCH
                       max_wait_ms: MAX_WAIT
                       max_age_ms: 1000
@@ -540,11 +540,12 @@ def part_e2e(
                       SHED
                 """).replace("DECODE", decoder).replace("ARCH", arch).replace("THREADS", str(decode_threads))
                   .replace("SHED", "" if shed_behind == "default" else f"shed_behind: {shed_behind}")
-                  .replace("COMPILE", str(compiled).lower())
+                  .replace("COMPILE", str(compiled).lower()).replace("GPU", engine_gpu)
+                  .replace("CLUSTER", str(primaries > 0).lower())
                   .replace("MAX_BATCH", str(max_batch)).replace("MAX_WAIT", str(max_wait_ms)))  # fmt: skip
             env = {**os.environ, "REDIS_URL": server.url, "LOG_LEVEL": "WARNING"}
-            client = connect(server.url)
-            keys = Keys("e2e")
+            stack = load_config(config, {"REDIS_URL": server.url})
+            client, keys = connect(server.url, stack.redis), stack.keys
             for i in range(n):  # the streams exist from the start, so a replica reads (and shows it is ready) early
                 ensure_group(client, keys.frames(f"c{i}"), keys.detector_group("gpu"))
             dets = [
@@ -565,9 +566,10 @@ def part_e2e(
                 for g in range(groups)
             ]  # fmt: skip
             procs += ingests
-            valkey = [server.pid] if server.pid is not None else []
+            valkey = server.pids
             parts = {"detectors": [p.pid for p in dets], "ingest": [p.pid for p in ingests], "valkey": valkey}
             cpu_before = {part: cpu_seconds(pids) for part, pids in parts.items()}
+            node_before = [cpu_seconds([pid]) for pid in server.pids]
             started = time.time()
             time.sleep(seconds * 0.25)
             pushed_before, window_t0 = frames_pushed(client, keys, n), time.time()
@@ -592,6 +594,8 @@ def part_e2e(
             pushed_after, window_t1 = frames_pushed(client, keys, n), time.time()
             cores = {part: round((cpu_seconds(pids) - cpu_before[part]) / (window_t1 - started), 2)
                      for part, pids in parts.items()}  # fmt: skip
+            node_cores = [round((cpu_seconds([pid]) - c) / (window_t1 - started), 2)
+                          for pid, c in zip(server.pids, node_before, strict=True)]  # fmt: skip
             utilisation = gpu_util.stop()
             for ingest in ingests:
                 ingest.wait(timeout=seconds + 120)
@@ -634,6 +638,8 @@ def part_e2e(
             "pushed_frames_per_s": round((pushed_after - pushed_before) / (window_t1 - window_t0), 1),
             "cpu_cores": cores, "gpu_utilisation_pct": utilisation, "decode_threads": decode_threads,
             "model": f"{arch}-416", "shed_behind": shed_behind,
+            "redis": f"cluster of {primaries} primaries (TCP)" if primaries else "one server (unix socket)",
+            "valkey_cores_per_node": node_cores,
             "cores_per_1000_fps": {k: round(v * span / len(warm) * 1000, 2) for k, v in cores.items()} if span else {},
             "gpu_memory_mb": gpu_used, "gpu_memory_mb_per_gpu": gpu_used_all,
             "gpu_memory_mb_per_replica": [per_replica.get(d.pid) for d in dets],
@@ -643,6 +649,29 @@ def part_e2e(
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {"e2e": rows}
+
+
+class Server:
+    """The bench's Redis: one valkey-server on a unix socket, or a cluster of ``primaries`` (TCP, no replicas)."""
+
+    def __init__(self, url: str, pids: list[int]) -> None:
+        self.url, self.pids = url, pids
+
+
+@contextlib.contextmanager
+def redis_server(tmp: Path, primaries: int, maxmemory_mb: int) -> Iterator[Server]:
+    """Sized by the caller for the streams: 25 frames of ~33 KB (5 s at 5 fps, past max_age_ms) and 1,000 results
+    per stream, split over the primaries."""
+    from common.embedded import EmbeddedServer
+    from common.redis_io.settings import EmbeddedServerConfig
+    from tests.servers.valkey_cluster import ValkeyCluster
+
+    if primaries == 0:
+        with EmbeddedServer(tmp / "v.sock", EmbeddedServerConfig(maxmemory_mb=maxmemory_mb)) as one:
+            yield Server(one.url, [one.pid] if one.pid is not None else [])
+        return
+    with ValkeyCluster(tmp / "cluster", primaries, 0, maxmemory_mb=maxmemory_mb // primaries + 256) as cluster:
+        yield Server(cluster.url, [n.process.pid for n in cluster.nodes if n.process is not None])
 
 
 def kill_leftovers(procs: list[subprocess.Popen[Any]]) -> None:
@@ -795,6 +824,8 @@ def main() -> None:
     p.add_argument("--sources", default="device,host", help="two-gpu: where the frames come from")
     p.add_argument("--seed-processes", default="1,8,16", help="seed: the process counts")
     p.add_argument("--gpus", type=int, default=1, help="e2e: replica r runs on GPU r %% gpus")
+    p.add_argument("--primaries", type=int, default=0, help="e2e: 0: one server (unix socket); N: a cluster of N")
+    p.add_argument("--engine-gpu", default="0", help="e2e: the engine's gpu setting (null: the CPU, for a dry run)")
     p.add_argument("--tag", default="", help="suffix for the JSON file name (e.g. one e2e sweep per setting)")
     a = p.parse_args()
     if a.part == "worker":
@@ -839,6 +870,8 @@ def main() -> None:
                     a.decode_threads,
                     a.arch,
                     a.shed_behind,
+                    a.primaries,
+                    a.engine_gpu,
                 )
         except Exception as exc:  # keep what the other parts measured
             result = {"error": f"{type(exc).__name__}: {exc}"}

@@ -7,6 +7,7 @@
 #                                     batch 32); tiny at 1,800 streams; the seed's design on the compiled engine;
 #                                     model only past batch 64
 #   bash bench/gpu_pace.sh capacity   each design's capacity: one replica on a host pool (py-spy), two, nvJPEG, tiny
+#   bash bench/gpu_pace.sh cluster    the Redis-bound ceiling and tiny end to end: one server vs 3 primaries
 #   bash bench/gpu_pace.sh autotune   model only with Inductor's max-autotune (a long compile: a call of its own)
 # Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1 av==16.0.1
 # JSON goes to $OUT (gpu_e2e<tag>.json, one per variant); the console gets one line per variant.
@@ -53,11 +54,17 @@ case "${1:-all}" in
     PYTHONPATH=$base timeout 60 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
     ;;
   capacity)  # each design's capacity (in-turn reads past capacity), where a replica's time goes, host vs nvJPEG
-    PYSPY_TAG=_host_500 PROFILE_WITH_PYSPY=1 e2e _host_500 1 --streams 500 "${host[@]}"
+    PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"
+    PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
     e2e _host_r2_900 1 --streams 900 --replicas 2 --max-batch 64 --decode cpu --decode-threads 6
-    e2e _host_900 1 --streams 900 "${host[@]}"
     e2e _tiny_host_1800 1 --streams 1800 --arch tiny "${host[@]}"
-    e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
+    e2e _host_500 1 --streams 500 "${host[@]}"
+    ;;
+  cluster)  # issue 22: the Redis-bound ceiling (no model) and tiny end to end, one server vs a cluster of 3 primaries
+    PYTHONPATH=/tmp/hiredis:$base timeout 240 python3 -m bench.redis_ceiling --primaries 0,1,3 --cameras 1200 \
+      --publishers 6 --consumers 6 --seconds 20 --out "$OUT/redis_ceiling.json" 2>&1 | tail -6
+    e2e _tiny_gpu_1600 1 --streams 1600 --arch tiny --replicas 1 --max-batch 64
+    e2e _tiny_gpu_1600_cluster3 1 --streams 1600 --arch tiny --replicas 1 --max-batch 64 --primaries 3
     ;;
   short)  # what a call with little device time left can hold: one replica past capacity, with py-spy
     PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"
