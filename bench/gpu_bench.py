@@ -13,9 +13,10 @@ Parts (``python bench/gpu_bench.py PART --out DIR``):
   none goes past its share (torch's reserved memory and nvidia-smi's per-process figure).
 - ``decode``: JPEG frames (416 px, and 720p that need a resize) decoded and letterboxed on the GPU (nvJPEG) against
   the CPU path (OpenCV, one core): frames/s each, and the detections and raw heads of the two paths compared.
-- ``e2e``: a Redis-compatible server (``--primaries N``: a cluster of N primaries), ingest processes pushing N synthetic 416-px JPEG streams at 5 fps, detector
-  replicas on GPU 0 (``--decode gpu|cpu``): frames/s, p50/p99 capture-to-result latency, stale drops and frames
-  missing in the measured window, CPU cores used, GPU memory (all, and per replica).
+- ``e2e``: a Redis-compatible server (one; ``--primaries N``: a cluster of N primaries), ingest processes pushing
+  N synthetic 416-px JPEG streams at 5 fps, detector replicas on GPU 0 (``--decode gpu|cpu``): frames/s, p50/p99
+  capture-to-result latency, stale drops and frames missing in the measured window, CPU cores used (valkey's per
+  node), GPU memory (all, and per replica).
 - ``profile``: where YOLOv3-416's GPU time goes at batch 64 in fp16 (torch.profiler over eager forwards):
   CUDA time by kernel kind (convolutions, elementwise, copies), against the FLOP count.
 - ``two-gpu``: one model-only replica pinned to each of two GPUs at once vs one GPU alone, with nvidia-smi's
