@@ -6,9 +6,11 @@
 #                                     the GPU (nvJPEG, py-spy on the replica); the design before (2 replicas, nvJPEG,
 #                                     batch 32); tiny at 1,800 streams; the seed's design on the compiled engine;
 #                                     model only past batch 64
-#   bash bench/gpu_pace.sh capacity   each design's capacity: one replica on a host pool (py-spy), two, nvJPEG, tiny
+#   bash bench/gpu_pace.sh capacity   each design's capacity: one replica on a host pool, one on nvJPEG (py-spy on
+#                                     each), tiny on one server and on 3 primaries
+#   CAP=4000 DESIGN=host bash bench/gpu_pace.sh overload   below and at 1.5x capacity; the Redis ceiling; the seed
 #   bash bench/gpu_pace.sh cluster    the Redis-bound ceiling and tiny end to end: one server vs 3 primaries
-#   bash bench/gpu_pace.sh autotune   model only with Inductor's max-autotune (a long compile: a call of its own)
+#   bash bench/gpu_pace.sh autotune   hardware video decoding; model only past batch 64 and with max-autotune
 # Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1 av==16.0.1
 # JSON goes to $OUT (gpu_e2e<tag>.json, one per variant); the console gets one line per variant.
 set -uo pipefail
@@ -39,6 +41,7 @@ PY
   cat "$OUT/video_hw.txt"
 }
 host=(--replicas 1 --max-batch 64 --decode cpu --decode-threads 12)  # one process, JPEGs decoded on a host pool
+gpu=(--replicas 1 --max-batch 64 --decode gpu)  # one process, JPEGs decoded on the GPU (nvJPEG)
 case "${1:-all}" in
   all)  # everything in one call, the most telling first (what runs past the call's limit is lost, the rest kept)
     hardware
@@ -47,29 +50,36 @@ case "${1:-all}" in
     e2e _host_1300 1 --streams 1300 "${host[@]}"
     e2e _host_1300_no_shedding 1 --streams 1300 --shed-behind null "${host[@]}"
     e2e _tiny_host_1800 1 --streams 1800 --arch tiny "${host[@]}"
-    PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
+    PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 "${gpu[@]}"
     PYTHONPATH=$base timeout 150 python3 bench/gpu_bench.py seed --compile --seed-processes 1,16 --seconds 10 \
       --out "$OUT" --tag _compiled 2>&1 | grep '^==' | cut -c1-600
     e2e _before_r2_gpu_b32_900 0 --streams 900 --replicas 2 --max-batch 32
     PYTHONPATH=$base timeout 60 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
     ;;
-  capacity)  # each design's capacity (in-turn reads past capacity), where a replica's time goes, host vs nvJPEG
+  capacity)  # each design's capacity (in-turn reads past capacity), where a replica's time goes (py-spy), tiny on
+              # one server and on a cluster of 3 primaries (issue 22)
     PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"
-    PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 --replicas 1 --max-batch 64
-    e2e _host_r2_900 1 --streams 900 --replicas 2 --max-batch 64 --decode cpu --decode-threads 6
-    e2e _tiny_host_1800 1 --streams 1800 --arch tiny "${host[@]}"
+    PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 "${gpu[@]}"
     e2e _host_500 1 --streams 500 "${host[@]}"
+    e2e _tiny_gpu_1600 1 --streams 1600 --arch tiny "${gpu[@]}"
+    e2e _tiny_gpu_1600_cluster3 1 --streams 1600 --arch tiny "${gpu[@]}" --primaries 3
     ;;
-  cluster)  # issue 22: the Redis-bound ceiling (no model) and tiny end to end, one server vs a cluster of 3 primaries
-    PYTHONPATH=/tmp/hiredis:$base timeout 240 python3 -m bench.redis_ceiling --primaries 0,1,3 --cameras 1200 \
-      --publishers 6 --consumers 6 --seconds 20 --out "$OUT/redis_ceiling.json" 2>&1 | tail -6
-    e2e _tiny_gpu_1600 1 --streams 1600 --arch tiny --replicas 1 --max-batch 64
-    e2e _tiny_gpu_1600_cluster3 1 --streams 1600 --arch tiny --replicas 1 --max-batch 64 --primaries 3
+  overload)  # goal 2: DESIGN (host|gpu) below and at 1.5x its capacity CAP (frames/s); the Redis ceiling; the seed
+    design=host; [ "${DESIGN:-host}" = gpu ] && design=gpu
+    [ $design = host ] && args=("${host[@]}") || args=("${gpu[@]}")
+    e2e "_${design}_unloaded" 1 --streams $((CAP * 8 / 50)) "${args[@]}"
+    e2e "_${design}_overload_1_5x" 1 --streams $((CAP * 3 / 10)) "${args[@]}"
+    PYTHONPATH=/tmp/hiredis:$base timeout 200 python3 -m bench.redis_ceiling --primaries 0,1,3 --cameras 1200 \
+      --publishers 6 --consumers 6 --seconds 15 --out "$OUT/redis_ceiling.json" 2>&1 | tail -6
+    PYTHONPATH=$base timeout 150 python3 bench/gpu_bench.py seed --compile --seed-processes 1,16 --seconds 10 \
+      --out "$OUT" --tag _compiled 2>&1 | grep '^==' | cut -c1-600
     ;;
   short)  # what a call with little device time left can hold: one replica past capacity, with py-spy
     PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"
     ;;
-  autotune)
-    PYTHONPATH=$base timeout 500 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
+  autotune)  # model only with max-autotune and past batch 64; hardware video decoding
+    PYTHONPATH=$base timeout 90 python3 -m bench.video_hw --out "$OUT/video_hw.json" 2>&1 | tail -12
+    PYTHONPATH=$base timeout 60 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
+    PYTHONPATH=$base timeout 380 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
     ;;
 esac
