@@ -15,7 +15,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.backoff import Backoff
 from common.keys import Keys, StageName, key_slot
@@ -493,7 +495,9 @@ class GroupReader:
         failed = False
         while True:
             pipe = self.client.pipeline(transaction=transaction)
-            if acks and not is_cluster(self.client):
+            if acks and is_cluster(self.client):
+                _not_resent_on_cluster(pipe)
+            elif acks:
                 pipe._disconnect_raise_on_watching = _sent_once  # type: ignore[method-assign]
             build(pipe)
             try:
@@ -540,6 +544,21 @@ def _sent_once(conn: Any, error: BaseException, *_: object) -> None:
     which first asks Redis whether the transaction ran (:meth:`GroupReader._ran`)."""
     conn.disconnect()
     raise error
+
+
+def _not_resent_on_cluster(pipe: Any) -> None:
+    """The cluster's counterpart of :func:`_sent_once`: redis-py's cluster transaction still retries a redirect or a
+    cluster settling (answers that prove it did not run), but a connection error, which may have lost the reply of
+    one that ran, ends its retries (after its own clean-up) and reaches :meth:`GroupReader._attempts`."""
+    retry = getattr(getattr(pipe, "_execution_strategy", None), "_retry", None)  # the pipeline's own copy
+    if retry is None:  # a redis-py whose cluster pipeline is built otherwise: its retries stay (the tests show it)
+        log.warning("redis-py's cluster pipeline has no retry to adjust: a lost reply may publish twice")
+        return
+    retry.is_retryable = _not_a_lost_reply
+
+
+def _not_a_lost_reply(error: BaseException) -> bool:
+    return not isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError))
 
 
 class _Queued:
