@@ -89,6 +89,7 @@ class Delivery:
         try:
             self._worker.join(timeout - (time.monotonic() - asked))
         finally:
+            self.reader.close()  # on a cluster: its blocking read's thread ends now, not after its BLOCK
             self.action.close()
 
 

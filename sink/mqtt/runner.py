@@ -88,6 +88,7 @@ def run(ctx: Context[SinkOptions], sink: MqttSinkConfig) -> int:
             backoff.reset()
     finally:
         broker.close()
+        reader.close()  # on a cluster: its blocking reads' threads end now, not after their BLOCK
         client.close()
     log.info("stopping (%s); published %d events (%d still pending); %s", why, forwarder.published,
              len(forwarder.events), reader.stats)  # fmt: skip
