@@ -78,8 +78,8 @@ case "${1:-all}" in
     PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"
     ;;
   autotune)  # model only with max-autotune and past batch 64; hardware video decoding
-    PYTHONPATH=$base timeout 90 python3 -m bench.video_hw --out "$OUT/video_hw.json" 2>&1 | tail -12
+    PYTHONPATH=$base timeout 130 python3 -m bench.video_hw --out "$OUT/video_hw.json" 2>&1 | tail -12
     PYTHONPATH=$base timeout 60 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
-    PYTHONPATH=$base timeout 380 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
+    PYTHONPATH=$base timeout 340 python3 bench/gpu_bench.py autotune --out "$OUT" 2>&1 | grep '^==' | cut -c1-900
     ;;
 esac
