@@ -42,10 +42,8 @@ def lose_next_exec_reply(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[
     """Arm: the next reply to a request holding EXEC is lost on its connection, once ``ran()`` says the server ran
     it (a connection error where the reply should be: a reset, a timeout). Returns the count of replies lost."""
     lost: list[int] = []
-    send, read = (
-        redis.connection.AbstractConnection.send_packed_command,
-        redis.connection.AbstractConnection.read_response,
-    )
+    send: Any = redis.connection.AbstractConnection.send_packed_command
+    read: Any = redis.connection.AbstractConnection.read_response
 
     def arm(ran: Callable[[], bool]) -> list[int]:
         def sending(conn: Any, command: Any, *args: Any, **kwargs: Any) -> None:
