@@ -11,13 +11,18 @@
 #   CAP=4000 DESIGN=host bash bench/gpu_pace.sh overload   below and at 1.5x capacity; the Redis ceiling; the seed
 #   bash bench/gpu_pace.sh cluster    the Redis-bound ceiling and tiny end to end: one server vs 3 primaries
 #   bash bench/gpu_pace.sh autotune   hardware video decoding; model only past batch 64 and with max-autotune
-# Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1 av==16.0.1
+# Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1 \
+#   nvidia-nvimgcodec-cu13==0.9.0.20 'nvidia-nvjpeg>=13,<14'; DIR=.whl-av bash ../shared/gpu/wheels.sh av==16.0.1
 # JSON goes to $OUT (gpu_e2e<tag>.json, one per variant); the console gets one line per variant.
 set -uo pipefail
 mkdir -p /tmp/site /tmp/hiredis
 # One pip call for all (pip --target, called once per wheel, keeps only the first wheel's bin/: py-spy's was lost).
-python3 -m pip install -q --no-index --no-deps --target /tmp/site $(ls .whl/*.whl | grep -v hiredis)
+# .whl-av (PyAV, 40 MB) is carried only for the video call: carry holds 64 MiB. nvImageCodec and its nvJPEG go to a
+# folder of their own: their nvidia/ package must not shadow the one torch's CUDA libraries live in.
+python3 -m pip install -q --no-index --no-deps --target /tmp/site $(ls .whl/*.whl .whl-av/*.whl 2>/dev/null | grep -v -e hiredis -e nvidia_)
 python3 -m pip install -q --no-index --no-deps --target /tmp/hiredis .whl/hiredis*.whl
+python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .whl/nvidia_*.whl 2>/dev/null
+export LD_LIBRARY_PATH=/tmp/nvimg/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
 find /tmp/site -path '*.data/scripts/*' -type f -exec chmod +x {} + -exec ln -sf {} /tmp/site/bin/ \;
 export PATH=/tmp/site/bin:$PATH
 command -v py-spy || echo "== py-spy not found"
@@ -57,7 +62,8 @@ case "${1:-all}" in
     PYTHONPATH=$base timeout 60 python3 bench/gpu_bench.py buckets --out "$OUT" 2>&1 | grep '^==' | cut -c1-600
     ;;
   capacity)  # each design's capacity (in-turn reads past capacity), where a replica's time goes (py-spy), tiny on
-              # one server and on a cluster of 3 primaries (issue 22)
+              # one server and on a cluster of 3 primaries (issue 22); first the hardware JPEG decoder, alone
+    PYTHONPATH=/tmp/nvimg:$base timeout 60 python3 -m bench.jpeg_hw --out "$OUT" 2>&1 | grep -v '^{' | cut -c1-1500
     PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"
     PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 "${gpu[@]}"
     e2e _host_500 1 --streams 500 "${host[@]}"
