@@ -105,7 +105,8 @@ def main() -> None:
     for name, decode in ways().items():
         try:
             decoded = decode(frames[:16])
-            diff = [float(np.mean(np.abs(as_rgb(d).astype(np.int16) - r))) for d, r in zip(decoded, reference, strict=True)]
+            pairs = zip(decoded, reference, strict=True)
+            diff = [float(np.mean(np.abs(as_rgb(d).astype(np.int16) - r))) for d, r in pairs]
             for batch in (64, 256):
                 row = {"way": name, **timed(decode, frames, batch), "mean_abs_diff_vs_opencv": round(max(diff), 3)}
                 rows.append(row)
