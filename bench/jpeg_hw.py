@@ -62,7 +62,7 @@ def ways() -> dict[str, Callable[[list[bytes]], list[np.ndarray]]]:
 
     out["torchvision_nvjpeg_sm"] = torchvision_cuda
     try:
-        from nvidia import nvimgcodec
+        from nvidia import nvimgcodec  # type: ignore[import-not-found]
     except ImportError as exc:
         print(f"== nvimgcodec: {exc}", flush=True)
         return out
@@ -78,12 +78,13 @@ def ways() -> dict[str, Callable[[list[bytes]], list[np.ndarray]]]:
 
 def as_rgb(image: Any) -> np.ndarray:
     import torch
+    import torch.utils.dlpack
 
     if isinstance(image, torch.Tensor):  # torchvision: CHW
         return image.permute(1, 2, 0).cpu().numpy()
     if image is None:
         raise ValueError("not decoded (None)")
-    return np.asarray(torch.from_dlpack(image).cpu())
+    return np.asarray(torch.utils.dlpack.from_dlpack(image).cpu())
 
 
 def main() -> None:
@@ -94,7 +95,7 @@ def main() -> None:
 
     started = time.time()
     frames = jpeg_frames(256, 416, 416)
-    reference = [cv2.cvtColor(cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    reference = [cv2.cvtColor(cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)  # type: ignore[arg-type]
                  for f in frames[:16]]  # fmt: skip
     t0 = time.process_time()
     for f in frames:
