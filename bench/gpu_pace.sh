@@ -66,7 +66,6 @@ case "${1:-all}" in
     PYTHONPATH=/tmp/nvimg:$base timeout 60 python3 -m bench.jpeg_hw --out "$OUT" 2>&1 | grep -v '^{' | cut -c1-1500
     PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"
     PYSPY_TAG=_gpu_900 PROFILE_WITH_PYSPY=1 e2e _gpu_900 1 --streams 900 "${gpu[@]}"
-    e2e _host_500 1 --streams 500 "${host[@]}"
     e2e _tiny_gpu_1600 1 --streams 1600 --arch tiny "${gpu[@]}"
     e2e _tiny_gpu_1600_cluster3 1 --streams 1600 --arch tiny "${gpu[@]}" --primaries 3
     ;;
