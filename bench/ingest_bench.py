@@ -33,10 +33,19 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import imageio_ffmpeg
 from rich.progress import track
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def ffmpeg_exe() -> str:
+    """imageio-ffmpeg's binary, imported here only: the GPU machine has no imageio-ffmpeg, and bench.video_hw
+    imports this module's helpers there."""
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_machine, write_report  # noqa: E402
@@ -81,7 +90,7 @@ def make_video(path: Path, width: int, height: int, bitrate: str) -> dict[str, A
     """An H.264 file with moving content and sensor-like noise, at a camera-like constant bitrate."""
     source = f"testsrc2=size={width}x{height}:rate={VIDEO_FPS}:duration={VIDEO_SECONDS},noise=alls=10:allf=t"
     cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
+        ffmpeg_exe(),
         *("-y", "-loglevel", "error", "-f", "lavfi", "-i", source),
         *("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"),
         *("-b:v", bitrate, "-maxrate", bitrate, "-bufsize", "8M", str(path)),

@@ -60,14 +60,18 @@ def ways() -> dict[str, Callable[[list[bytes]], list[np.ndarray]]]:
     def torchvision_cuda(chunk: list[bytes]) -> Any:
         return decode_jpeg([torch.frombuffer(c, dtype=torch.uint8) for c in chunk], device="cuda")
 
-    out["torchvision_nvjpeg_sm"] = torchvision_cuda
+    out["torchvision_nvjpeg"] = torchvision_cuda
     try:
         from nvidia import nvimgcodec  # type: ignore[import-not-found]
     except ImportError as exc:
         print(f"== nvimgcodec: {exc}", flush=True)
         return out
     for kind in ("HW_GPU_ONLY", "GPU_ONLY"):
-        decoder = nvimgcodec.Decoder(backends=[nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))])
+        try:  # the first run (H100, 2026-12-06) got "Could not create decoder. Code: 7" for HW_GPU_ONLY
+            decoder = nvimgcodec.Decoder(backends=[nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))])
+        except RuntimeError as exc:
+            print(f"== nvimgcodec {kind}: {exc}", flush=True)
+            continue
 
         def nvimg(chunk: list[bytes], decoder: Any = decoder) -> Any:
             return decoder.decode([nvimgcodec.CodeStream(c) for c in chunk])
