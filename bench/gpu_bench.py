@@ -647,6 +647,9 @@ def part_e2e(
             "host_rss_mb": host_mb, "host_rss_mb_per_stream": round(sum(host_mb.values()) / n, 2),
             "ok": missing == 0 and float(np.percentile(lat, 99)) <= 150,
             "replica_problems": [problems(log) for log in logs],
+            # How often each replica went into its turns (past capacity) and back: flapping would show here.
+            "turns_entered": [log.count("taking the live streams in turn") for log in logs],
+            "turns_left": [log.count("the load fits again") for log in logs],
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return {"e2e": rows}
