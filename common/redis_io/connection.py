@@ -9,12 +9,12 @@ from typing import Any, TypeAlias
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.connection import Connection, SSLConnection
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, NoPermissionError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from common.redis_io.errors import CLUSTER_TRANSIENT, translated
+from common.redis_io.errors import CLUSTER_TRANSIENT, Denied, RedisIOError, Refused, translate, translated
 from common.redis_io.settings import RedisConfig
 
 Client: TypeAlias = redis.Redis | redis.RedisCluster
@@ -93,8 +93,31 @@ def connect(url: str, cfg: RedisConfig | None = None) -> Client:
             raise ValueError("redis.cluster: a cluster is reached over TCP (redis:// or rediss://), not a unix socket")
         # The cluster client retries a command itself across a failover (CLUSTERDOWN, MOVED, a node gone: it asks
         # the cluster for the slots again); its retry object sets how many times and how long it waits between.
-        return redis.RedisCluster.from_url(url, retry=retry, **common)
+        try:
+            return redis.RedisCluster.from_url(url, retry=retry, **common)
+        except (RedisError, RedisClusterException) as exc:  # it asks the nodes for their slots and commands now
+            raise _why_no_cluster(url, common, exc) from exc
     return redis.Redis.from_url(url, retry=retry, retry_on_error=[RedisConnectionError, BusyLoadingError], **common)
+
+
+def _why_no_cluster(url: str, common: dict[str, Any], error: BaseException) -> RedisIOError:
+    """redis-py says "cluster mode is not enabled" for a node whose ACL refused it CLUSTER SLOTS, too: ask the node
+    itself, so that a missing right or a server that is no cluster node is said as such."""
+    try:
+        node: Any = redis.Redis.from_url(url, **common)
+        try:
+            node.execute_command("CLUSTER", "SLOTS")
+            node.execute_command("COMMAND", "COUNT")
+        finally:
+            node.close()
+    except NoPermissionError as exc:
+        return Denied(f"{exc}: on a cluster the user needs +cluster|slots and +command too (README, Redis ACL and TLS)")
+    except ResponseError as exc:
+        if "cluster" in str(exc).lower():
+            return Refused(f"redis.cluster is on, but the server at the URL is no cluster node ({exc})")
+    except (RedisError, OSError):
+        pass  # not reachable, say: what the cluster client said says it
+    return translate(error)
 
 
 def is_cluster(client: Client) -> bool:
