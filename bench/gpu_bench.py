@@ -699,24 +699,28 @@ def frames_pushed(client: Any, keys: Any, n: int) -> int:
 
 
 class GpuUtilisation:
-    """nvidia-smi's utilisation counters sampled every 0.5 s on a thread: SMs busy, video and JPEG engines."""
+    """nvidia-smi's utilisation counters sampled every 0.5 s on a thread: SMs busy, video and JPEG engines. Without
+    nvidia-smi (a dry run on a CPU machine) nothing is sampled and every mean is -1."""
 
     FIELDS = ("utilization.gpu", "utilization.decoder", "utilization.jpeg")
 
     def __init__(self) -> None:
         import threading
 
+        self.exe = shutil.which("nvidia-smi")
         self.samples: list[list[float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> GpuUtilisation:
-        self._thread.start()
+        if self.exe is not None:
+            self._thread.start()
         return self
 
     def _run(self) -> None:
+        assert self.exe is not None
         while not self._stop.wait(0.5):
-            out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(self.FIELDS)}", "--format=csv,noheader,nounits",
+            out = subprocess.run([self.exe, f"--query-gpu={','.join(self.FIELDS)}", "--format=csv,noheader,nounits",
                                   "-i", "0"], capture_output=True, text=True, check=False).stdout  # fmt: skip
             try:
                 self.samples.append([float(v) for v in out.strip().split(",")])
@@ -724,10 +728,20 @@ class GpuUtilisation:
                 self.samples.append([float(v) if v.strip().replace(".", "").isdigit() else -1 for v in out.split(",")])
 
     def stop(self) -> dict[str, float]:
+        """Stop sampling; each counter's mean (-1 where nothing was sampled)."""
         self._stop.set()
-        self._thread.join(5)
-        rows = np.array([r for r in self.samples if len(r) == len(self.FIELDS)] or [[-1.0] * len(self.FIELDS)])
+        if self._thread.is_alive():
+            self._thread.join(5)
+        rows = np.array(self._rows() or [[-1.0] * len(self.FIELDS)])
         return {f.split(".")[1]: round(float(np.mean(rows[:, i])), 1) for i, f in enumerate(self.FIELDS)}
+
+    def column(self, name: str) -> list[float]:
+        """One counter's samples (``decoder``, say), those the driver could tell."""
+        i = [f.split(".")[1] for f in self.FIELDS].index(name)
+        return [row[i] for row in self._rows() if row[i] >= 0]
+
+    def _rows(self) -> list[list[float]]:
+        return [r for r in self.samples if len(r) == len(self.FIELDS)]
 
 
 def wait_for_consumers(client: Any, keys: Any, replicas: int, dets: list[Any], timeout: float = 400) -> float:

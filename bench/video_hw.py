@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.camera_cost import GOP, VIDEO_FPS, make_video  # noqa: E402
+from bench.gpu_bench import GpuUtilisation  # noqa: E402
 from bench.machine import cpu_machine, write_report  # noqa: E402
 
 INPUTS: dict[str, tuple[int, int, str]] = {"720p": (1280, 720, "2M"), "1080p": (1920, 1080, "4M")}
@@ -56,7 +57,6 @@ HWACCEL_CALL = 'av.open(path, hwaccel=HWAccel(device_type="cuda", allow_software
 CUVID_CALL = 'av.CodecContext.create("h264_cuvid", "r"), extradata from the stream, fed its packets'
 MATCH_FRAMES = 25  # compared with the software decoder's, in BGR
 KEEP_FRAMES = 50  # decoded frames kept to time the BGR conversion alone
-SMI_PERIOD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -207,46 +207,16 @@ def difference(frames: list[VideoFrame], reference: list[np.ndarray]) -> dict[st
 
 
 # ---------------------------------------------------------------------------------------------------- K at once
-class DecoderUtilization:
-    """``nvidia-smi --query-gpu=utilization.decoder`` every 0.5 s on a thread while in the ``with`` block."""
-
-    def __init__(self) -> None:
-        self.exe = shutil.which("nvidia-smi")
-        self.samples: list[int] = []
-        self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            out = smi(["--query-gpu=utilization.decoder", "--format=csv,noheader,nounits"])
-            first = out.splitlines()[0].strip() if out else ""
-            if first.isdigit():
-                self.samples.append(int(first))
-            elif self.error is None:
-                self.error = f"nvidia-smi said {first!r}"
-            self._stop.wait(SMI_PERIOD_S)
-
-    def __enter__(self) -> DecoderUtilization:
-        if self.exe:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self.exe:
-            self._thread.join(10)
-
-    def summary(self) -> dict[str, Any]:
-        if not self.exe:
-            return {"decoder_util_mean": None, "decoder_util_max": None, "smi_samples": None, "smi": "missing"}
-        s = self.samples
-        return {
-            "decoder_util_mean": round(sum(s) / len(s), 1) if s else None,
-            "decoder_util_max": max(s) if s else None,
-            "smi_samples": len(s),
-            **({"smi": self.error} if self.error else {}),
-        }
+def decoder_load(util: GpuUtilisation) -> dict[str, Any]:
+    """NVDEC's load over a window, from nvidia-smi's ``utilization.decoder`` samples."""
+    if util.exe is None:
+        return {"decoder_util_mean": None, "decoder_util_max": None, "smi_samples": None, "smi": "missing"}
+    s = util.column("decoder")
+    return {
+        "decoder_util_mean": round(sum(s) / len(s), 1) if s else None,
+        "decoder_util_max": max(s) if s else None,
+        "smi_samples": len(s),
+    }
 
 
 def smi(args: list[str]) -> str:
@@ -301,10 +271,11 @@ def concurrent(path: Path, way: str, k: int, timing: Timing) -> dict[str, Any]:
                 thread.start()
             barrier.wait()
             time.sleep(timing.warmup_s)
-            with DecoderUtilization() as util:
-                c0, p0, t0 = list(counts), time.process_time(), time.perf_counter()
-                time.sleep(timing.window_s)
-                c1, p1, t1 = list(counts), time.process_time(), time.perf_counter()
+            util = GpuUtilisation().start()
+            c0, p0, t0 = list(counts), time.process_time(), time.perf_counter()
+            time.sleep(timing.window_s)
+            c1, p1, t1 = list(counts), time.process_time(), time.perf_counter()
+            util.stop()
             stop.set()
             for thread in threads:
                 thread.join(30)
@@ -325,7 +296,7 @@ def concurrent(path: Path, way: str, k: int, timing: Timing) -> dict[str, Any]:
         "cores": round(cores, 3),
         "cpu_ms_per_frame": round(cores * 1000 / fps, 3) if fps else None,
         "cores_per_camera_25fps": round(cores / fps * VIDEO_FPS, 4) if fps else None,
-        **util.summary(),
+        **decoder_load(util),
         "errors": errors[:4],
     }
 
