@@ -11,17 +11,20 @@
 #   CAP=4000 DESIGN=host bash bench/gpu_pace.sh overload   below and at 1.5x capacity; the Redis ceiling; the seed
 #   bash bench/gpu_pace.sh cluster    the Redis-bound ceiling and tiny end to end: one server vs 3 primaries
 #   bash bench/gpu_pace.sh autotune   hardware video decoding; model only past batch 64 and with max-autotune
-# Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1 \
-#   nvidia-nvimgcodec-cu13==0.9.0.20 'nvidia-nvjpeg>=13,<14'; DIR=.whl-av bash ../shared/gpu/wheels.sh av==16.0.1
+#   CAP=3600 bash bench/gpu_pace.sh arrivals   nvJPEG at 80 %, 1.25x and 1.5x of CAP with the turns going by arrival
+#                                     (detector/arrivals.py); the hardware JPEG engines; hardware video decoding
+# Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1;
+#   DIR=.whl-av bash ../shared/gpu/wheels.sh av==16.0.1 (40 MB); DIR=.whl-nvimg bash ../shared/gpu/wheels.sh \
+#   nvidia-nvimgcodec-cu13==0.9.0.20 'nvidia-nvjpeg>=13,<14' (29 MB). carry holds 64 MiB: .whl with one of the other two.
 # JSON goes to $OUT (gpu_e2e<tag>.json, one per variant); the console gets one line per variant.
 set -uo pipefail
 mkdir -p /tmp/site /tmp/hiredis
 # One pip call for all (pip --target, called once per wheel, keeps only the first wheel's bin/: py-spy's was lost).
 # .whl-av (PyAV, 40 MB) is carried only for the video call: carry holds 64 MiB. nvImageCodec and its nvJPEG go to a
 # folder of their own: their nvidia/ package must not shadow the one torch's CUDA libraries live in.
-python3 -m pip install -q --no-index --no-deps --target /tmp/site $(ls .whl/*.whl .whl-av/*.whl 2>/dev/null | grep -v -e hiredis -e nvidia_)
+python3 -m pip install -q --no-index --no-deps --target /tmp/site $(ls .whl/*.whl .whl-av/av-*.whl 2>/dev/null | grep -v hiredis)
 python3 -m pip install -q --no-index --no-deps --target /tmp/hiredis .whl/hiredis*.whl
-python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .whl/nvidia_*.whl 2>/dev/null
+[ -d .whl-nvimg ] && python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .whl-nvimg/nvidia_*.whl
 export LD_LIBRARY_PATH=/tmp/nvimg/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
 find /tmp/site -path '*.data/scripts/*' -type f -exec chmod +x {} + -exec ln -sf {} /tmp/site/bin/ \;
 export PATH=/tmp/site/bin:$PATH
@@ -78,6 +81,13 @@ case "${1:-all}" in
       --publishers 6 --consumers 6 --seconds 15 --out "$OUT/redis_ceiling.json" 2>&1 | tail -6
     PYTHONPATH=$base timeout 150 python3 bench/gpu_bench.py seed --compile --seed-processes 1,16 --seconds 10 \
       --out "$OUT" --tag _compiled 2>&1 | grep '^==' | cut -c1-600
+    ;;
+  arrivals)  # goals 2 and 4: overload with the turns by arrival; the JPEG engines and NVDEC, alone
+    e2e _arrivals_gpu_unloaded 1 --streams $((CAP * 8 / 50)) "${gpu[@]}"
+    e2e _arrivals_gpu_overload_1_5x 1 --streams $((CAP * 3 / 10)) "${gpu[@]}"
+    e2e _arrivals_gpu_overload_1_25x 1 --streams $((CAP / 4)) "${gpu[@]}"
+    PYTHONPATH=/tmp/nvimg:$base timeout 60 python3 -m bench.jpeg_hw --out "$OUT" 2>&1 | grep -v '^{' | cut -c1-1500
+    PYTHONPATH=$base timeout 130 python3 -m bench.video_hw --out "$OUT/video_hw.json" 2>&1 | tail -12
     ;;
   short)  # what a call with little device time left can hold: one replica past capacity, with py-spy
     PYSPY_TAG=_host_900 PROFILE_WITH_PYSPY=1 e2e _host_900 1 --streams 900 "${host[@]}"

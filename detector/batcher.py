@@ -6,7 +6,8 @@ wait in the *hand*. With ``shed_behind`` set (the pool's default), a live frame 
 newer frames of its stream wait: the reader's server-side catch-up skips a stream's backlog past the bound
 unread, and a frame in hand that newer ones supersede is shed; batches take the freshest live frames first, then
 recordings (never shed) in order. Past capacity, reading everything that arrives would cost the host per frame
-pushed: the live streams are then taken in turn, each one's newest frames only. Without ``shed_behind``, frames are
+pushed: the live streams are then taken in turn, each one's newest frame only, the freshest first (a camera's next
+frame is due when its pace says: ``detector.arrivals``). Without ``shed_behind``, frames are
 batched in the order they were read. A feeder thread
 builds and prepares the next batch (decode + letterbox on a thread pool) while the engine runs the current one.
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from common.keys import Keys
 from common.redis_io import Entry, GroupReader
 from common.workers import Worker
+from detector.arrivals import Arrivals
 from detector.pipeline import Gathered, Held, Pipeline, Prepared, gather, too_old
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,12 @@ class Batcher:
     """Streams whose last frame read was live."""
     overloaded: bool = False
     """More arrives than the pool infers: live streams are taken in turn, their newest frames only (see _in_turn)."""
-    _turn: int = 0
     _rotation: tuple[int, int] = (0, 0)
-    """(streams taken in turn since the rotation began, frames skipped meanwhile)"""
+    """(visits to live streams since the count began, frames skipped meanwhile)"""
+    _arrivals: Arrivals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._arrivals = Arrivals(retry_s=self.max_wait_ms / 1000)
 
     @property
     def held(self) -> int:
@@ -104,33 +109,48 @@ class Batcher:
         return read
 
     def _in_turn(self, out: Gathered, stop: threading.Event) -> None:
-        """Overloaded: the live streams in turn, ``max_batch`` at a time, each one's newest frame read and the rest
-        skipped on the server, until the hand holds a batch of live frames; so the host reads about what it infers.
-        Recordings (and streams not known yet) are read as usual, without blocking. A whole turn of the streams that
-        skipped nothing means the load fits again: back to reading everything as it comes."""
+        """Overloaded: the live streams in turn, each one's newest frame read and the rest skipped on the server,
+        until the hand holds a batch of live frames; so the host reads about what it infers. The turn goes to the
+        streams whose newest frame is expected to be the freshest, just after it lands (``Arrivals``), so a served
+        frame waits about a batch, not a rotation of the streams. Recordings (and streams not known yet) are read
+        as usual, without blocking. As many visits as there are live streams without a frame skipped means the
+        load fits again: back to reading everything as it comes."""
         # Every key skipped still runs the reader's rescans and claims (and reads nothing).
         self._take(self.reader.read(block_ms=0, skip=self._full() | self._live_keys), out)
         live = [k for k in self.reader.keys if k in self._live_keys]
         if not live:
             self.overloaded = False  # only recordings left: they are read as they come
             return
-        taken = 0
-        while len(self._live) < self.max_batch and taken < len(live) and not stop.is_set():
-            keys = [live[(self._turn + i) % len(live)] for i in range(min(self.max_batch, len(live)))]
-            self._turn = (self._turn + len(keys)) % len(live)
-            taken += len(keys)
+        visited: set[str] = set()
+        while len(self._live) < self.max_batch and len(visited) < len(live) and not stop.is_set():
+            now = time.time()
+            keys = self._arrivals.freshest((k for k in live if k not in visited), now, self.max_batch - len(self._live))
+            if not keys:
+                break
+            visited.update(keys)
             before = sum(out.skipped.values())
-            self._hold_fresh(self._catch_up(keys, out, keep=1), out)  # the newest alone: the rest would be shed
-            streams, skipped = self._rotation
-            self._rotation = (streams + len(keys), skipped + sum(out.skipped.values()) - before)
+            found = self._catch_up(keys, out, keep=1)  # the newest alone: the rest would be shed
+            for key in keys:
+                late = [h for h in found.get(key, []) if self._arrivals.late(key, h.frame, now)]
+                if late:  # the frame this visit came for is still on its way: shed the one before, come back
+                    for h in late:
+                        self._arrivals.seen(key, h.frame, _arrival(h.entry.id)[0] / 1000, h.read_at)
+                    out.shed += [h.entry for h in late]
+                    found[key] = [h for h in found[key] if h not in late]
+                if not found.get(key):
+                    self._arrivals.missed(key, now)
+            self._hold_fresh(found, out, keep=1)  # and the older in hand of those streams are superseded
+            visits, skipped = self._rotation
+            self._rotation = (visits + len(keys), skipped + sum(out.skipped.values()) - before)
             if self._rotation[0] >= len(live):
                 if self._rotation[1] == 0:
                     self.overloaded = False
                     log.info("the load fits again: reading every stream as frames come")
                     return
                 self._rotation = (0, 0)
-        if not self.held and not out.held:
-            stop.wait(self.max_wait_ms / 1000)  # every stream empty: do not spin
+        if not self.held and not out.held:  # nothing due yet: wait for the first stream that is, not spinning
+            due = self._arrivals.next_due(live, time.time())
+            stop.wait(min(self.max_wait_ms / 1000, self.max_wait_ms / 1000 if due is None else due))
 
     def _full(self) -> set[str]:
         """Streams with a read's worth of frames in hand in order already: not read again until some are batched
@@ -187,7 +207,7 @@ class Batcher:
             (found[held.entry.key].append(held) if held.frame.live else self._queue(held))
         return found
 
-    def _hold_fresh(self, by_stream: dict[str, list[Held]], out: Gathered) -> None:
+    def _hold_fresh(self, by_stream: dict[str, list[Held]], out: Gathered, keep: int | None = None) -> None:
         """Live frames read together, each stream's in order and its last the stream's newest when read (the read
         was not full, or it was a catch-up), into the hand in the order they reached Redis: its end holds the
         freshest."""
@@ -195,15 +215,16 @@ class Batcher:
             Held(h.entry, h.frame, h.read_at, len(hs) - 1 - i) for hs in by_stream.values() for i, h in enumerate(hs)
         ]
         for held in sorted(ranked, key=lambda h: _arrival(h.entry.id)):
-            self._hold(held, out)
+            self._hold(held, out, keep or (self.shed_behind or 0) + 1)
 
-    def _hold(self, held: Held, out: Gathered) -> None:
+    def _hold(self, held: Held, out: Gathered, keep: int) -> None:
         key = held.entry.key
         self._live_keys.add(key)
+        self._arrivals.seen(key, held.frame, _arrival(held.entry.id)[0] / 1000, held.read_at)
         ids = self._by_stream.setdefault(key, deque())
         ids.append((key, held.entry.id))
         self._live[key, held.entry.id] = held
-        while len(ids) > (self.shed_behind or 0) + 1:  # superseded: more than shed_behind newer ones wait
+        while len(ids) > keep:  # superseded: more than keep - 1 newer ones wait
             out.shed.append(self._live.pop(ids.popleft()).entry)
 
     def _pick(self, out: Gathered) -> None:
