@@ -110,7 +110,7 @@ class Arrivals:
 
     def _due_at(self, cam: _Camera) -> float:
         if cam.misses:
-            step = (cam.interval or self._retry_s) / 8 * 2.0 ** (cam.misses - 1)
+            step = (cam.interval or self._retry_s) / 8 * 2.0 ** min(cam.misses - 1, 16)  # past the cap, no overflow
             return cam.visited_at + min(step, MAX_BACKOFF_S)
         if cam.interval is None:
             return cam.taken_at  # no pace known: due at once, like a stream not seen yet
