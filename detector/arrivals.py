@@ -21,9 +21,9 @@ PATIENCE = 3
 """Frame intervals a stream may go without a frame taken before its next fresh frame (landed within half an
 interval) comes first: past capacity the freshest frames win, but a stream whose frames keep losing (its phase
 against the batches, or a burst always landing first) is then taken, those waiting longest first."""
-MIN_INTERVAL_S = 0.005
-"""Frames closer than this (a burst, a backlog pushed at once) tell no camera's pace: such a stream is visited as
-one whose pace is not known."""
+MIN_INTERVAL_S = 0.02
+"""Frames closer than this (a burst, a backlog pushed at once; or a camera sampled faster than 50 frames/s) tell no
+pace to go by: such a stream is visited as one whose pace is not known."""
 MAX_BACKOFF_S = 5.0
 """Longest wait between visits to a stream whose frames stopped coming (a camera gone)."""
 
@@ -81,7 +81,11 @@ class Arrivals:
         if cam is None or cam.interval is None or frame.seq <= cam.seq:
             return False
         frames = self._landed(cam, now, cam.interval)  # and a burst, whose frames came at once, is not late
-        return frame.seq < cam.seq + frames and frame.capture_ts < cam.capture_ts + (frames - 0.5) * cam.interval
+        return (
+            frame.seq < cam.seq + frames
+            and frame.capture_ts < cam.capture_ts + (frames - 0.5) * cam.interval
+            and now - frame.capture_ts > cam.interval  # older than a frame interval: a newer one is on its way
+        )
 
     def forget(self, key: str) -> None:
         self._cameras.pop(key, None)

@@ -55,8 +55,6 @@ class Batcher:
     _rotation: tuple[int, int] = (0, 0)
     """(visits to live streams since the count began, frames skipped meanwhile)"""
     _arrivals: Arrivals = field(init=False)
-    _late: set[tuple[str, str]] = field(default_factory=set)
-    """Frames in hand read on a visit that came before the stream's newest landed: batched only if room is left."""
 
     def __post_init__(self) -> None:
         self._arrivals = Arrivals(retry_s=self.max_wait_ms / 1000)
@@ -124,7 +122,7 @@ class Batcher:
             self.overloaded = False  # only recordings left: they are read as they come
             return
         visited: set[str] = set()
-        while len(self._live) - len(self._late) < self.max_batch and len(visited) < len(live) and not stop.is_set():
+        while len(self._live) < self.max_batch and len(visited) < len(live) and not stop.is_set():
             now = time.time()
             keys = self._arrivals.freshest((k for k in live if k not in visited), now, self.max_batch - len(self._live))
             if not keys:
@@ -134,9 +132,13 @@ class Batcher:
             found = self._catch_up(keys, out, keep=1)  # the newest alone: the rest would be shed
             for key in keys:
                 late = [h for h in found.get(key, []) if self._arrivals.late(key, h.frame, now)]
-                if not found.get(key) or late:  # the frame this visit came for is still on its way: come back
+                if late:  # the frame this visit came for is still on its way: shed the one before, come back
+                    for h in late:
+                        self._arrivals.seen(key, h.frame, _arrival(h.entry.id)[0] / 1000, h.read_at)
+                    out.shed += [h.entry for h in late]
+                    found[key] = [h for h in found[key] if h not in late]
+                if not found.get(key):
                     self._arrivals.missed(key, now)
-                self._late.update((key, h.entry.id) for h in late)  # held, but it does not fill the batch
             self._hold_fresh(found, out, keep=1)  # and the older in hand of those streams are superseded
             visits, skipped = self._rotation
             self._rotation = (visits + len(keys), skipped + sum(out.skipped.values()) - before)
@@ -223,9 +225,7 @@ class Batcher:
         ids.append((key, held.entry.id))
         self._live[key, held.entry.id] = held
         while len(ids) > keep:  # superseded: more than keep - 1 newer ones wait
-            superseded = ids.popleft()
-            self._late.discard(superseded)
-            out.shed.append(self._live.pop(superseded).entry)
+            out.shed.append(self._live.pop(ids.popleft()).entry)
 
     def _pick(self, out: Gathered) -> None:
         """Up to max_batch frames from the hand: live ones freshest first (the older ones of a stream taken are shed),
@@ -250,7 +250,6 @@ class Batcher:
 
     def _drop(self, ref: tuple[str, str]) -> Held:
         held = self._live.pop(ref)
-        self._late.discard(ref)
         ids = self._by_stream[ref[0]]
         ids.remove(ref)
         if not ids:

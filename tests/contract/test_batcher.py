@@ -289,6 +289,39 @@ def test_past_capacity_live_streams_are_taken_in_turn_and_the_host_reads_about_w
     assert set(tally) <= set(streams)
 
 
+def test_in_turn_the_streams_whose_newest_frame_just_landed_are_visited_first(client: redis.Redis, prefix: str) -> None:
+    """Cameras at 5 fps with their phases spread over the interval, at 1.6x what the batches take: in turn, a
+    frame is read soon after it lands (a fixed rotation would read it at any age up to the interval, 0.1 s typical)."""
+    streams = [f"s{i}" for i in range(8)]
+    for s in streams:  # a backlog: the first read is past capacity
+        push(client, prefix, s, 3)
+    b = batcher(client, prefix, max_batch=2, max_wait_ms=10, shed_behind=0)
+    stop = threading.Event()
+    b.next(stop)
+    assert b.overloaded
+    interval, start = 0.2, time.time()
+    due = {s: start + i * interval / len(streams) for i, s in enumerate(streams)}
+    seq = dict.fromkeys(streams, 3)
+    ages: list[float] = []
+    next_batch = start
+    while time.time() < start + 2.5:
+        now = time.time()
+        for s in streams:
+            if now >= due[s]:
+                push(client, prefix, s, 1, start=seq[s])
+                seq[s] += 1
+                due[s] += interval
+        if now >= next_batch:  # 2 frames every 80 ms: 25 frames/s taken of 40 pushed
+            batch = b.next(stop)
+            if now > start + 1.0:  # one second to learn the cameras' pace
+                ages += [h.read_at - h.frame.capture_ts for h in batch.held]
+            b.reader.ack([h.entry for h in batch.held] + batch.shed + batch.stale)
+            next_batch += 0.08
+        time.sleep(0.002)
+    assert b.overloaded and len(ages) >= 20
+    assert sorted(ages)[len(ages) // 2] < 0.06, sorted(round(a, 3) for a in ages)
+
+
 def test_the_turns_end_when_a_whole_turn_skips_nothing(client: redis.Redis, prefix: str) -> None:
     streams = [f"s{i}" for i in range(12)]
     for s in streams:
