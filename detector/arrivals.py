@@ -11,8 +11,9 @@ little late (or early, and visited again).
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from common.wire import Frame
@@ -41,6 +42,8 @@ class _Camera:
     misses: int = 0
     """Visits in a row that found nothing new."""
     visited_at: float = 0.0
+    plan: int = 0
+    """Which of its entries in the schedule counts (the last pushed)."""
 
 
 class Arrivals:
@@ -50,20 +53,34 @@ class Arrivals:
         self._cameras: dict[str, _Camera] = {}
         self._retry_s = retry_s
         """Between visits to a stream whose pace is not known, while they find nothing (doubling each time)."""
+        # A batch ranks only the streams that came due since they were last visited, not every stream: the
+        # schedule holds (due time, plan, key), a camera's earlier entries left behind when it is planned again.
+        self._schedule: list[tuple[float, int, str]] = []
+        self._due: set[str] = set()
+
+    def _planned(self, key: str, cam: _Camera) -> None:
+        """``cam`` changed: it is due when its new due time comes."""
+        cam.plan += 1
+        self._due.discard(key)
+        heapq.heappush(self._schedule, (self._due_at(cam), cam.plan, key))
+        if len(self._schedule) > 4 * len(self._cameras) + 64:  # drop the entries left behind
+            self._schedule = [(self._due_at(c), c.plan, k) for k, c in self._cameras.items() if k not in self._due]
+            heapq.heapify(self._schedule)
 
     def seen(self, key: str, frame: Frame, landed_at: float, read_at: float) -> None:
         """A frame of ``key`` that landed in Redis at ``landed_at`` (its entry id) was read at ``read_at``."""
         lag = max(0.0, landed_at - frame.capture_ts)
         cam = self._cameras.get(key)
         if cam is None or frame.seq < cam.seq:  # new, or its ingest restarted (sequence numbers start again)
-            self._cameras[key] = _Camera(frame.capture_ts, frame.seq, read_at, lag)
-            return
-        if frame.seq > cam.seq:
-            interval = (frame.capture_ts - cam.capture_ts) / (frame.seq - cam.seq)
-            cam.interval = interval if interval >= MIN_INTERVAL_S else None
-            cam.capture_ts, cam.seq, cam.taken_at = frame.capture_ts, frame.seq, read_at
-            cam.misses = 0
-        cam.lag = lag if lag > cam.lag else cam.lag - (cam.lag - lag) / 4  # a visit too early costs a retry
+            cam = self._cameras[key] = _Camera(frame.capture_ts, frame.seq, read_at, lag)
+        else:
+            if frame.seq > cam.seq:
+                interval = (frame.capture_ts - cam.capture_ts) / (frame.seq - cam.seq)
+                cam.interval = interval if interval >= MIN_INTERVAL_S else None
+                cam.capture_ts, cam.seq, cam.taken_at = frame.capture_ts, frame.seq, read_at
+                cam.misses = 0
+            cam.lag = lag if lag > cam.lag else cam.lag - (cam.lag - lag) / 4  # a visit too early costs a retry
+        self._planned(key, cam)
 
     def missed(self, key: str, now: float) -> None:
         """A visit to ``key`` found nothing new: its frame comes later than thought (or no longer)."""
@@ -73,6 +90,7 @@ class Arrivals:
             cam.visited_at = now
             if cam.interval is not None:
                 cam.lag = min(cam.lag + cam.interval / 8, cam.interval)
+            self._planned(key, cam)
 
     def late(self, key: str, frame: Frame, now: float) -> bool:
         """Whether ``frame``, read on a visit at ``now``, is a frame older than the one that visit came for (by more
@@ -89,17 +107,21 @@ class Arrivals:
 
     def forget(self, key: str) -> None:
         self._cameras.pop(key, None)
+        self._due.discard(key)
 
-    def freshest(self, keys: Iterable[str], now: float, n: int) -> list[str]:
+    def freshest(self, keys: Collection[str], now: float, n: int) -> list[str]:
         """Up to ``n`` of ``keys`` due now: streams not seen yet, then those waiting past their patience (longest
         first), then those whose newest unread frame is expected to be the freshest."""
-        ranked = []
-        for key in keys:
-            rank = self._rank(key, now)
-            if rank is not None:
+        while self._schedule and self._schedule[0][0] <= now:
+            _, plan, key = heapq.heappop(self._schedule)
+            cam = self._cameras.get(key)
+            if cam is not None and cam.plan == plan:
+                self._due.add(key)
+        ranked: list[tuple[tuple[int, float], str]] = [((2, 0.0), k) for k in keys if k not in self._cameras]
+        for key in self._due:
+            if key in keys and (rank := self._rank(key, now)) is not None:
                 ranked.append((rank, key))
-        ranked.sort(reverse=True)
-        return [key for _, key in ranked[:n]]
+        return [key for _, key in heapq.nlargest(n, ranked)]
 
     def next_due(self, keys: Iterable[str], now: float) -> float | None:
         """Seconds until the first of ``keys`` is due (0 if one is), None if none is known."""

@@ -122,9 +122,10 @@ class Batcher:
             self.overloaded = False  # only recordings left: they are read as they come
             return
         visited: set[str] = set()
+        live_keys = set(live)
         while len(self._live) < self.max_batch and len(visited) < len(live) and not stop.is_set():
             now = time.time()
-            keys = self._arrivals.freshest((k for k in live if k not in visited), now, self.max_batch - len(self._live))
+            keys = self._arrivals.freshest(live_keys - visited, now, self.max_batch - len(self._live))
             if not keys:
                 break
             visited.update(keys)
