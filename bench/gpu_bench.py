@@ -501,6 +501,7 @@ def part_e2e(
     shed_behind: str = "default",
     primaries: int = 0,
     engine_gpu: str = "0",
+    ingest: str = "synthetic",
 ) -> dict[str, Any]:
     from common.config import load_config
     from common.redis_io import connect, ensure_group
@@ -557,10 +558,13 @@ def part_e2e(
             ]  # fmt: skip
             procs += dets
             ready_s = wait_for_consumers(client, keys, replicas, dets)  # model load, compile, graph capture
-            groups = max(1, n // 100)
+            groups = max(1, n // (400 if ingest == "replay" else 100))  # processes pushing
+            # replay: frames encoded once, pushed at the cameras' pace (ingest on other hosts, the detector host
+            # measured); synthetic: ingest here, rendering and encoding every frame
+            pusher = ["bench.replay_cameras"] if ingest == "replay" else ["ingest"]
             ingests = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "ingest", "--config", str(config), "--duration", str(seconds),
+                    [sys.executable, "-m", *pusher, "--config", str(config), "--duration", str(seconds),
                      *[a for i in range(g, n, groups) for a in ("--camera", f"c{i}")]],
                     cwd=ROOT, env=env, stderr=subprocess.DEVNULL,
                 )
@@ -598,8 +602,8 @@ def part_e2e(
             node_cores = [round((cpu_seconds([pid]) - c) / (window_t1 - started), 2)
                           for pid, c in zip(server.pids, node_before, strict=True)]  # fmt: skip
             utilisation = gpu_util.stop()
-            for ingest in ingests:
-                ingest.wait(timeout=seconds + 120)
+            for pushing in ingests:
+                pushing.wait(timeout=seconds + 120)
             if profiler is not None:
                 profiler.wait(timeout=60)
             time.sleep(3)
@@ -638,7 +642,7 @@ def part_e2e(
             "mean_batch": round(float(np.mean([r.batch_size for r in warm])), 1) if warm else 0,
             "pushed_frames_per_s": round((pushed_after - pushed_before) / (window_t1 - window_t0), 1),
             "cpu_cores": cores, "gpu_utilisation_pct": utilisation, "decode_threads": decode_threads,
-            "model": f"{arch}-416", "shed_behind": shed_behind,
+            "model": f"{arch}-416", "shed_behind": shed_behind, "ingest": ingest,
             "redis": f"cluster of {primaries} primaries (TCP)" if primaries else "one server (unix socket)",
             "valkey_cores_per_node": node_cores,
             "cores_per_1000_fps": {k: round(v * span / len(warm) * 1000, 2) for k, v in cores.items()} if span else {},
@@ -844,6 +848,9 @@ def main() -> None:
     p.add_argument("--gpus", type=int, default=1, help="e2e: replica r runs on GPU r %% gpus")
     p.add_argument("--primaries", type=int, default=0, help="e2e: 0: one server (unix socket); N: a cluster of N")
     p.add_argument("--engine-gpu", default="0", help="e2e: the engine's gpu setting (null: the CPU, for a dry run)")
+    p.add_argument("--ingest", choices=["synthetic", "replay"], default="synthetic",
+                   help="e2e: ingest rendering and encoding every frame here, or frames encoded once and pushed at "
+                        "the cameras' pace (bench/replay_cameras.py)")  # fmt: skip
     p.add_argument("--tag", default="", help="suffix for the JSON file name (e.g. one e2e sweep per setting)")
     a = p.parse_args()
     if a.part == "worker":
@@ -890,6 +897,7 @@ def main() -> None:
                     a.shed_behind,
                     a.primaries,
                     a.engine_gpu,
+                    a.ingest,
                 )
         except Exception as exc:  # keep what the other parts measured
             result = {"error": f"{type(exc).__name__}: {exc}"}

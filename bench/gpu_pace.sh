@@ -12,7 +12,8 @@
 #   bash bench/gpu_pace.sh cluster    the Redis-bound ceiling and tiny end to end: one server vs 3 primaries
 #   bash bench/gpu_pace.sh autotune   hardware video decoding; model only past batch 64 and with max-autotune
 #   CAP=3600 bash bench/gpu_pace.sh arrivals   nvJPEG at 80 %, 1.25x and 1.5x of CAP with the turns going by arrival
-#                                     (detector/arrivals.py); the hardware JPEG engines; hardware video decoding
+#                                     (detector/arrivals.py); tiny with 3 and 4 replicas, frames encoded once
+#   bash bench/gpu_pace.sh hw         hardware video decoding; the hardware JPEG engines
 # Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1;
 #   DIR=.whl-av bash ../shared/gpu/wheels.sh av==16.0.1 (40 MB); DIR=.whl-nvimg bash ../shared/gpu/wheels.sh \
 #   nvidia-nvimgcodec-cu13==0.9.0.20 'nvidia-nvjpeg>=13,<14' (29 MB). carry holds 64 MiB: .whl with one of the other two.
@@ -82,10 +83,17 @@ case "${1:-all}" in
     PYTHONPATH=$base timeout 150 python3 bench/gpu_bench.py seed --compile --seed-processes 1,16 --seconds 10 \
       --out "$OUT" --tag _compiled 2>&1 | grep '^==' | cut -c1-600
     ;;
-  arrivals)  # goals 2 and 4: overload with the turns by arrival; the JPEG engines and NVDEC, alone
+  arrivals)  # goal 2: below and past capacity with the turns by arrival; goal 3: tiny with the frames encoded
+              # once (bench/replay_cameras.py: the host's cores for the replicas), 3 and 4 replicas on 3 primaries
     e2e _arrivals_gpu_unloaded 1 --streams $((CAP * 8 / 50)) "${gpu[@]}"
     e2e _arrivals_gpu_overload_1_5x 1 --streams $((CAP * 3 / 10)) "${gpu[@]}"
     e2e _arrivals_gpu_overload_1_25x 1 --streams $((CAP / 4)) "${gpu[@]}"
+    e2e _tiny_replay_r3_cluster3 1 --streams 1600 --arch tiny --replicas 3 --max-batch 64 --decode gpu \
+      --primaries 3 --ingest replay
+    e2e _tiny_replay_r4_cluster3 1 --streams 1600 --arch tiny --replicas 4 --max-batch 64 --decode gpu \
+      --primaries 3 --ingest replay
+    ;;
+  hw)  # goal 4 and the JPEG engines: NVDEC against software H.264; nvImageCodec's hardware decoder (carry .whl-nvimg)
     PYTHONPATH=/tmp/nvimg:$base timeout 60 python3 -m bench.jpeg_hw --out "$OUT" 2>&1 | grep -v '^{' | cut -c1-1500
     PYTHONPATH=$base timeout 130 python3 -m bench.video_hw --out "$OUT/video_hw.json" 2>&1 | tail -12
     ;;
