@@ -11,8 +11,9 @@
 #   CAP=4000 DESIGN=host bash bench/gpu_pace.sh overload   below and at 1.5x capacity; the Redis ceiling; the seed
 #   bash bench/gpu_pace.sh cluster    the Redis-bound ceiling and tiny end to end: one server vs 3 primaries
 #   bash bench/gpu_pace.sh autotune   hardware video decoding; model only past batch 64 and with max-autotune
-#   CAP=3600 bash bench/gpu_pace.sh arrivals   nvJPEG at 80 %, 1.25x and 1.5x of CAP with the turns going by arrival
-#                                     (detector/arrivals.py); tiny with 3 and 4 replicas, frames encoded once
+#   CAP=3600 bash bench/gpu_pace.sh arrivals   nvJPEG at 80 % and 1.5x of CAP with the turns going by arrival
+#                                     (detector/arrivals.py), 1.5x again with frames encoded once (ingest's cores
+#                                     free); tiny with 3 and 4 replicas, frames encoded once
 #   bash bench/gpu_pace.sh hw         hardware video decoding; the hardware JPEG engines
 # Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1;
 #   DIR=.whl-av bash ../shared/gpu/wheels.sh av==16.0.1 (40 MB); DIR=.whl-nvimg bash ../shared/gpu/wheels.sh \
@@ -87,7 +88,7 @@ case "${1:-all}" in
               # once (bench/replay_cameras.py: the host's cores for the replicas), 3 and 4 replicas on 3 primaries
     e2e _arrivals_gpu_unloaded 1 --streams $((CAP * 8 / 50)) "${gpu[@]}"
     e2e _arrivals_gpu_overload_1_5x 1 --streams $((CAP * 3 / 10)) "${gpu[@]}"
-    e2e _arrivals_gpu_overload_1_25x 1 --streams $((CAP / 4)) "${gpu[@]}"
+    e2e _arrivals_gpu_overload_1_5x_replay 1 --streams $((CAP * 3 / 10)) "${gpu[@]}" --ingest replay
     e2e _tiny_replay_r3_cluster3 1 --streams 1600 --arch tiny --replicas 3 --max-batch 64 --decode gpu \
       --primaries 3 --ingest replay
     e2e _tiny_replay_r4_cluster3 1 --streams 1600 --arch tiny --replicas 4 --max-batch 64 --decode gpu \
