@@ -93,8 +93,9 @@ class Arrivals:
             self._planned(key, cam)
 
     def late(self, key: str, frame: Frame, now: float) -> bool:
-        """Whether ``frame``, read on a visit at ``now``, is a frame older than the one that visit came for (by more
-        than half an interval): the one expected has not landed yet, the visit came too early."""
+        """Whether ``frame``, read on a visit at ``now``, is older than the one that visit came for (by more than half
+        an interval, and itself older than an interval): the one expected has not landed yet, the visit came too
+        early."""
         cam = self._cameras.get(key)
         if cam is None or cam.interval is None or frame.seq <= cam.seq:
             return False
