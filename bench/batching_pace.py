@@ -25,7 +25,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import queue
-import random
 import tempfile
 import threading
 import time
@@ -35,12 +34,12 @@ from typing import Any
 import numpy as np
 
 from bench.machine import cpu_machine, write_report
+from bench.replay_cameras import push_paced
 from common.config import load_config
 from common.embedded import EmbeddedServer
-from common.redis_io import add_entries, connect, group_reader
+from common.redis_io import connect, group_reader
 from common.redis_io.settings import EmbeddedServerConfig
 from common.settings import ConsumerConfig
-from common.wire import Frame, encode
 from detector.batcher import Batcher
 from detector.pipeline import Gathered
 
@@ -49,31 +48,12 @@ WARM = 0.25
 
 
 def cameras(url: str, config: str, streams: int, fps: float, seconds: float, go: Any) -> None:
-    """``streams`` live cameras at ``fps``: each frame due at its phase plus k/fps, sent with a few ms of jitter."""
+    """``streams`` live cameras at ``fps`` with random phases, sent with a few ms of jitter; small frames (the
+    batching is measured, not the images)."""
     stack = load_config(Path(config), {"REDIS_URL": url})
-    client, keys, maxlen = connect(url, stack.redis), stack.keys, stack.streams.frames_maxlen
-    rng = random.Random(1)
-    start = go.get()
-    phase = [rng.random() / fps for _ in range(streams)]
-    due = sorted((start + phase[i], i) for i in range(streams))
-    seqs = [0] * streams
-    end = start + seconds
-    data = bytes(2000)
-    while due and due[0][0] < end:
-        now = time.time()
-        if due[0][0] > now:
-            time.sleep(min(due[0][0] - now, 0.002))
-            continue
-        batch = []
-        while due and due[0][0] <= now:
-            _, i = due.pop(0)
-            frame = Frame(stream=f"c{i}", seq=seqs[i], capture_ts=time.time(), width=416, height=416,
-                          encoding="jpeg", image_width=416, image_height=416, data=data, live=True)  # fmt: skip
-            seqs[i] += 1
-            batch.append((keys.frames(f"c{i}"), encode(frame), maxlen))
-            due.append((start + phase[i] + seqs[i] / fps + abs(rng.gauss(0, 0.003)), i))
-        due.sort()
-        add_entries(client, batch)
+    client = connect(url, stack.redis)
+    names = [f"c{i}" for i in range(streams)]
+    push_paced(client, stack.keys, stack.streams.frames_maxlen, names, [bytes(2000)], fps, go.get(), seconds, 0.003, 1)
     client.close()
 
 

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from common.config import load_config
-from common.redis_io import add_entries, connect
+from common.keys import Keys
+from common.redis_io import Client, add_entries, connect
 from common.wire import Frame, encode
 
 SET = 50
@@ -38,6 +39,35 @@ def jpegs() -> list[bytes]:
     return [encode_image(s.render(i), "jpeg", 85) for s in scenes for i in range(10)]
 
 
+def push_paced(
+    client: Client, keys: Keys, maxlen: int, cameras: list[str], images: list[bytes], fps: float, start: float,
+    seconds: float, jitter_s: float = 0.0, seed: int = 0,
+) -> None:  # fmt: skip
+    """Live frames of ``cameras`` from ``start`` for ``seconds``: camera i's k-th frame is due at its random phase
+    plus k/fps (plus up to ``jitter_s``, half-normal), its image ``images[(i + k) % len(images)]``; the frames due
+    at once go out in one round trip."""
+    rng = random.Random(seed)
+    phase = [rng.random() / fps for _ in cameras]
+    due = [(start + phase[i], i) for i in range(len(cameras))]
+    heapq.heapify(due)
+    seq = [0] * len(cameras)
+    while due[0][0] < start + seconds:
+        now = time.time()
+        if due[0][0] > now:
+            time.sleep(min(due[0][0] - now, 0.002))
+            continue
+        batch = []
+        while due and due[0][0] <= now:
+            _, i = heapq.heappop(due)
+            frame = Frame(stream=cameras[i], seq=seq[i], capture_ts=time.time(), width=SIDE, height=SIDE,
+                          encoding="jpeg", image_width=SIDE, image_height=SIDE,
+                          data=images[(i + seq[i]) % len(images)], live=True)  # fmt: skip
+            batch.append((keys.frames(cameras[i]), encode(frame), maxlen))
+            seq[i] += 1
+            heapq.heappush(due, (start + phase[i] + seq[i] / fps + abs(rng.gauss(0, jitter_s)), i))
+        add_entries(client, batch)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True)
@@ -48,30 +78,9 @@ def main() -> None:
     stack = load_config(args.config, os.environ)  # REDIS_URL, as ingest takes it
     if stack.redis.url is None:
         raise SystemExit("no Redis to push to: set REDIS_URL or redis.url in the config")
-    client, keys, maxlen = connect(stack.redis.url, stack.redis), stack.keys, stack.streams.frames_maxlen
-    data = jpegs()
-    rng = random.Random(len(args.camera))
-    start = time.time()
-    end = start + args.duration
-    due = [(start + rng.random() / args.fps, i) for i in range(len(args.camera))]
-    heapq.heapify(due)
-    seq = [0] * len(args.camera)
-    while due[0][0] < end:
-        now = time.time()
-        if due[0][0] > now:
-            time.sleep(min(due[0][0] - now, 0.005))
-            continue
-        batch = []
-        while due and due[0][0] <= now:
-            at, i = heapq.heappop(due)
-            cam = args.camera[i]
-            jpeg = data[(i + seq[i]) % len(data)]
-            frame = Frame(stream=cam, seq=seq[i], capture_ts=time.time(), width=SIDE, height=SIDE, encoding="jpeg",
-                          image_width=SIDE, image_height=SIDE, data=jpeg, live=True)  # fmt: skip
-            batch.append((keys.frames(cam), encode(frame), maxlen))
-            seq[i] += 1
-            heapq.heappush(due, (at + 1 / args.fps, i))
-        add_entries(client, batch)
+    client = connect(stack.redis.url, stack.redis)
+    push_paced(client, stack.keys, stack.streams.frames_maxlen, args.camera, jpegs(), args.fps, time.time(),
+               args.duration, seed=len(args.camera))  # fmt: skip
     client.close()
 
 
