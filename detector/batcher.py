@@ -135,7 +135,7 @@ class Batcher:
                 late = [h for h in found.get(key, []) if self._arrivals.late(key, h.frame, now)]
                 if late:  # the frame this visit came for is still on its way: shed the one before, come back
                     for h in late:
-                        self._arrivals.seen(key, h.frame, _arrival(h.entry.id)[0] / 1000, h.read_at)
+                        self._seen(h)
                     out.shed += [h.entry for h in late]
                     found[key] = [h for h in found[key] if h not in late]
                 if not found.get(key):
@@ -221,12 +221,16 @@ class Batcher:
     def _hold(self, held: Held, out: Gathered, keep: int) -> None:
         key = held.entry.key
         self._live_keys.add(key)
-        self._arrivals.seen(key, held.frame, _arrival(held.entry.id)[0] / 1000, held.read_at)
+        self._seen(held)
         ids = self._by_stream.setdefault(key, deque())
         ids.append((key, held.entry.id))
         self._live[key, held.entry.id] = held
         while len(ids) > keep:  # superseded: more than keep - 1 newer ones wait
             out.shed.append(self._live.pop(ids.popleft()).entry)
+
+    def _seen(self, held: Held) -> None:
+        """Tell the arrivals a live frame was read: when it landed is its entry id's time."""
+        self._arrivals.seen(held.entry.key, held.frame, _arrival(held.entry.id)[0] / 1000, held.read_at)
 
     def _pick(self, out: Gathered) -> None:
         """Up to max_batch frames from the hand: live ones freshest first (the older ones of a stream taken are shed),
