@@ -140,7 +140,8 @@ def test_the_launched_stack_with_tracker_and_alerts_runs_on_the_cluster(tmp_path
         alerts = client.xlen(KEYS.alerts("watch"))
         client.close()
     pushed = published(output)
-    assert set(pushed) == set(STREAMS[:4]) and all(n >= 20 for n in pushed.values()), output[-4000:]
+    # Not more: the services may take most of the duration to start on a loaded machine; every frame pushed counts.
+    assert set(pushed) == set(STREAMS[:4]) and all(n >= 5 for n in pushed.values()), output[-4000:]
     answered = Counter((r["stream"], r["seq"]) for r in jsonl_rows(tmp_path / "results.jsonl"))
     assert set(answered) == {(s, i) for s, n in pushed.items() for i in range(n)}, output[-4000:]
     assert max(answered.values()) == 1, "a frame answered twice"
