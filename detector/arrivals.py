@@ -106,6 +106,16 @@ class Arrivals:
             and now - frame.capture_ts > cam.interval  # older than a frame interval: a newer one is on its way
         )
 
+    def superseded_soon(self, key: str, frame: Frame, landed_at: float, now: float) -> bool:
+        """Whether the next frame of ``key`` lands within a quarter of an interval of ``now``: ``frame`` (which landed
+        in Redis at ``landed_at``), read on a visit that came late in its life (it lost to fresher ones until then,
+        or the one the visit came for is a little behind its pace), would be served nearly an interval old just as
+        a fresh one lands."""
+        cam = self._cameras.get(key)
+        if cam is None or cam.interval is None or frame.seq <= cam.seq:
+            return False
+        return now - landed_at > 0.75 * cam.interval
+
     def forget(self, key: str) -> None:
         self._cameras.pop(key, None)
         self._due.discard(key)

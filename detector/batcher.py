@@ -131,18 +131,27 @@ class Batcher:
             visited.update(keys)
             before = sum(out.skipped.values())
             found = self._catch_up(keys, out, keep=1)  # the newest alone: the rest would be shed
+            superseded = 0
             for key in keys:
+                # The frame this visit came for is still on its way (late: the visit was early), or the one read is
+                # about to be superseded (the visit came late): shed it and take the next, when it lands.
                 late = [h for h in found.get(key, []) if self._arrivals.late(key, h.frame, now)]
-                if late:  # the frame this visit came for is still on its way: shed the one before, come back
-                    for h in late:
-                        self._seen(h)
-                    out.shed += [h.entry for h in late]
-                    found[key] = [h for h in found[key] if h not in late]
-                if not found.get(key):
+                old = [
+                    h
+                    for h in found.get(key, [])
+                    if h not in late
+                    and self._arrivals.superseded_soon(key, h.frame, _arrival(h.entry.id)[0] / 1000, now)
+                ]
+                for h in late + old:
+                    self._seen(h)
+                    out.shed.append(h.entry)
+                    found[key].remove(h)
+                superseded += len(old)
+                if not found.get(key) and not old:
                     self._arrivals.missed(key, now)
             self._hold_fresh(found, out, keep=1)  # and the older in hand of those streams are superseded
-            visits, skipped = self._rotation
-            self._rotation = (visits + len(keys), skipped + sum(out.skipped.values()) - before)
+            visits, skipped = self._rotation  # a frame shed as about to be superseded lost to the load too
+            self._rotation = (visits + len(keys), skipped + sum(out.skipped.values()) - before + superseded)
             if self._rotation[0] >= len(live):
                 if self._rotation[1] == 0:
                     self.overloaded = False

@@ -289,37 +289,56 @@ def test_past_capacity_live_streams_are_taken_in_turn_and_the_host_reads_about_w
     assert set(tally) <= set(streams)
 
 
-def test_in_turn_the_streams_whose_newest_frame_just_landed_are_visited_first(client: redis.Redis, prefix: str) -> None:
-    """Cameras at 5 fps with their phases spread over the interval, at 1.6x what the batches take: in turn, a
-    frame is read soon after it lands (a fixed rotation would read it at any age up to the interval, 0.1 s typical)."""
-    streams = [f"s{i}" for i in range(8)]
-    for s in streams:  # a backlog: the first read is past capacity
+def read_ages_in_turn(
+    client: redis.Redis, prefix: str, streams: int, max_batch: int, every: float, paced: bool = True, fps: float = 5
+) -> list[float]:
+    """Cameras at ``fps`` with their phases spread over the interval, ``max_batch`` frames taken every ``every`` s
+    (``paced``), or ``every`` s after the last batch came (a feeder's way): past capacity. How old each frame taken
+    was when read, once the cameras' pace is learnt."""
+    names = [f"s{i}" for i in range(streams)]
+    for s in names:  # a backlog: the first read is past capacity
         push(client, prefix, s, 3)
-    b = batcher(client, prefix, max_batch=2, max_wait_ms=10, shed_behind=0)
+    b = batcher(client, prefix, max_batch=max_batch, max_wait_ms=10, shed_behind=0)
     stop = threading.Event()
     b.next(stop)
     assert b.overloaded
-    interval, start = 0.2, time.time()
-    due = {s: start + i * interval / len(streams) for i, s in enumerate(streams)}
-    seq = dict.fromkeys(streams, 3)
+    interval, start = 1 / fps, time.time()
+    due = {s: start + i * interval / len(names) for i, s in enumerate(names)}
+    seq = dict.fromkeys(names, 3)
     ages: list[float] = []
     next_batch = start
-    while time.time() < start + 2.5:
+    while time.time() < start + 1.0 + 10 * interval:
         now = time.time()
-        for s in streams:
+        for s in names:
             if now >= due[s]:
                 push(client, prefix, s, 1, start=seq[s])
                 seq[s] += 1
                 due[s] += interval
-        if now >= next_batch:  # 2 frames every 80 ms: 25 frames/s taken of 40 pushed
+        if now >= next_batch:
             batch = b.next(stop)
-            if now > start + 1.0:  # one second to learn the cameras' pace
+            if now > start + 1.0 + 3 * interval:  # time to learn the cameras' pace (a backlog tells none)
                 ages += [h.read_at - h.frame.capture_ts for h in batch.held]
             b.reader.ack([h.entry for h in batch.held] + batch.shed + batch.stale)
-            next_batch += 0.08
+            next_batch = max(next_batch + every, time.time()) if paced else time.time() + every
         time.sleep(0.002)
-    assert b.overloaded and len(ages) >= 20
-    assert sorted(ages)[len(ages) // 2] < 0.06, sorted(round(a, 3) for a in ages)
+    assert b.overloaded
+    return sorted(ages)
+
+
+def test_in_turn_the_streams_whose_newest_frame_just_landed_are_visited_first(client: redis.Redis, prefix: str) -> None:
+    """8 cameras, 2 frames taken every 80 ms (25 frames/s of 40): in turn, a frame is read soon after it lands (a
+    fixed rotation would read it at any age up to the interval, 0.1 s typical)."""
+    ages = read_ages_in_turn(client, prefix, 8, 2, 0.08)
+    assert len(ages) >= 20 and ages[len(ages) // 2] < 0.06, [round(a, 3) for a in ages]
+
+
+def test_in_turn_a_frame_about_to_be_superseded_is_shed_for_the_next(client: redis.Redis, prefix: str) -> None:
+    """100 cameras at 2 fps, 4 frames taken 30 ms after each batch (about 120 frames/s of 200): a stream's frame
+    often loses to fresher ones until late in its life, or the visit comes just before the next lands; taken then,
+    it would be served nearly an interval old just as a fresh one lands. It is shed and the next taken: no frame is
+    read older than three quarters of the interval (0.375 s; before, up to 0.5 s)."""
+    ages = read_ages_in_turn(client, prefix, 100, 4, 0.03, paced=False, fps=2)
+    assert len(ages) >= 200 and ages[-1] < 0.375, [round(a, 3) for a in ages[-20:]]
 
 
 def test_the_turns_end_when_a_whole_turn_skips_nothing(client: redis.Redis, prefix: str) -> None:

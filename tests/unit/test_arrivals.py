@@ -156,6 +156,20 @@ def test_a_frame_one_interval_older_than_the_one_the_visit_came_for_is_late() ->
     assert not arrivals.late("new", frame("new", 2, T + 0.40), now)
 
 
+def test_a_frame_read_within_a_quarter_interval_of_its_successor_landing_is_superseded_soon() -> None:
+    arrivals = Arrivals(retry_s=0.1)
+    feed(arrivals, "cam", (0, T), (1, T + FPS5))
+    landed = T + 0.40 + LAG  # seq 2; seq 3 lands at .63
+    assert not arrivals.superseded_soon("cam", frame("cam", 2, T + 0.40), landed, landed + 0.14)
+    assert arrivals.superseded_soon("cam", frame("cam", 2, T + 0.40), landed, landed + 0.16)
+    far = T + 0.40 + 0.5  # a camera far behind: captured long before it landed, counted from its landing
+    assert not arrivals.superseded_soon("cam", frame("cam", 2, T + 0.40), far, far + 0.1)
+    assert not arrivals.superseded_soon("cam", frame("cam", 1, T + FPS5), landed, landed + 0.5)  # already seen
+    assert not arrivals.superseded_soon("new", frame("new", 2, T + 0.40), landed, landed + 0.5)
+    feed(arrivals, "burst", (0, T), (1, T + 0.001))  # no pace: nothing to tell its next frame by
+    assert not arrivals.superseded_soon("burst", frame("burst", 2, T + 0.002), T, T + 5.0)
+
+
 def test_a_stream_without_a_pace_has_no_late_frames() -> None:
     arrivals = Arrivals(retry_s=0.1)
     feed(arrivals, "cam", (0, T))
