@@ -14,6 +14,7 @@
 #   CAP=3600 bash bench/gpu_pace.sh arrivals   nvJPEG at 80 % and 1.5x of CAP with the turns going by arrival
 #                                     (detector/arrivals.py), 1.5x again with frames encoded once (ingest's cores
 #                                     free); tiny with 3 and 4 replicas, frames encoded once
+#   CAP=3600 bash bench/gpu_pace.sh last       the same three loads (1.5x, 1.25x, 0.8x of CAP), frames encoded once
 #   bash bench/gpu_pace.sh hw         hardware video decoding; the hardware JPEG engines
 # Wheels: DIR=.whl bash ../shared/gpu/wheels.sh tenacity==9.2.1 prometheus-client==0.23.1 hiredis==3.3.0 py-spy==0.4.1;
 #   DIR=.whl-av bash ../shared/gpu/wheels.sh av==16.0.1 (40 MB); DIR=.whl-nvimg bash ../shared/gpu/wheels.sh \
@@ -93,6 +94,12 @@ case "${1:-all}" in
       --primaries 3 --ingest replay
     e2e _tiny_replay_r4_cluster3 1 --streams 1600 --arch tiny --replicas 4 --max-batch 64 --decode gpu \
       --primaries 3 --ingest replay
+    ;;
+  last)  # goal 2 in the little device time left (240 s with the start): past capacity first, the frames encoded
+          # once; then the capacity and the unloaded run the same way, so all three compare like with like
+    e2e _arrivals_gpu_overload_1_5x_replay 1 --streams $((CAP * 3 / 10)) "${gpu[@]}" --ingest replay
+    e2e _arrivals_gpu_capacity_replay 1 --streams $((CAP / 4)) "${gpu[@]}" --ingest replay
+    e2e _arrivals_gpu_unloaded_replay 1 --streams $((CAP * 8 / 50)) "${gpu[@]}" --ingest replay
     ;;
   hw)  # goal 4 and the JPEG engines: NVDEC against software H.264; nvImageCodec's hardware decoder (carry .whl-nvimg)
     PYTHONPATH=/tmp/nvimg:$base timeout 60 python3 -m bench.jpeg_hw --out "$OUT" 2>&1 | grep -v '^{' | cut -c1-1500
