@@ -19,10 +19,11 @@ from types import FrameType
 from typing import Generic, TypeVar
 
 from common import metrics
+from common.backoff import Backoff, Stop
 from common.config import ConfigError, StackConfig, load_config
 from common.embedded import redis_url
 from common.redact import redact
-from common.redis_io import Denied, RedisIOError, connect, ping
+from common.redis_io import Client, Denied, RedisIOError, Unavailable, connect, ping
 from common.redis_io.settings import RedisConfig
 from common.workers import Worker
 
@@ -219,29 +220,48 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def redis_refusal(url: str, cfg: RedisConfig) -> str | None:
+def redis_refusal(url: str, cfg: RedisConfig, stop: Stop | None = None) -> str | None:
     """Why the server turns this client away for good (credentials, ACL, TLS), or None: it answered, or cannot be
     reached now (outages are the worker loops' to retry). One attempt, so that a wrong password stops the start at
-    once, saying so, instead of being retried as an outage forever."""
+    once, saying so, instead of being retried as an outage forever. A cluster's client asks for the slot map as it
+    is made, so a cluster not reachable yet (one starting with the stack) is waited for here, on ``stop``, rather
+    than ending the start; without ``stop`` that is an outage, None."""
     for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
         path = getattr(cfg, name)
         if path is not None and not path.is_file():
             return f"redis.{name}: no such file: {path}"
     where = redact(url)
-    client = connect(url, cfg.model_copy(update={"retries": 0}))
+    client: Client | None = None
+    backoff = Backoff(0.2, 5.0)
     try:
+        while client is None:
+            try:
+                client = connect(url, cfg.model_copy(update={"retries": 0}))
+            except Unavailable as exc:
+                if stop is None or _tls_failure(exc):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("redis cluster at %s not reachable (%s): trying again in %.1f s", where, exc, delay)
+                if backoff.wait(stop, delay):
+                    return None
         ping(client)
     except Denied as exc:
         return f"{where} refused this client: {exc} (check the user and password in redis.url or REDIS_URL, the ACL)"
     except RedisIOError as exc:
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, ssl.SSLError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is not None:  # a certificate refused by either side: retrying cannot help
+        if _tls_failure(exc):  # a certificate refused by either side: retrying cannot help
             return f"TLS with {where} failed: {exc} (check redis.tls_ca_file, tls_cert_file and tls_key_file)"
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return None
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether an SSL error (a certificate refused, a handshake ended) is among the causes of ``exc``."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    return cause is not None
 
 
 def main(
@@ -274,10 +294,12 @@ def main(
     shutdown = Shutdown(drain_s=args.drain).install()
     bounds = Bounds(max_frames=args.max_frames, duration_s=args.duration, until_idle_s=args.until_idle)
     with redis_url(config) as url:
-        refusal = redis_refusal(url, config.redis)
+        refusal = redis_refusal(url, config.redis, shutdown)
         if refusal is not None:
             log.error("%s", refusal)
             return EXIT_CONFIG
+        if shutdown.is_set():  # stopped while waiting for the cluster to answer
+            return 0
         heartbeat = Heartbeat(args.health_file) if args.health_file else None
         try:
             metrics.serve(args.metrics_port, args.metrics_host)

@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.connection import Connection, SSLConnection
+from redis.connection import Connection, SSLConnection, parse_url
 from redis.exceptions import BusyLoadingError, NoPermissionError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -93,8 +93,12 @@ def connect(url: str, cfg: RedisConfig | None = None) -> Client:
             raise ValueError("redis.cluster: a cluster is reached over TCP (redis:// or rediss://), not a unix socket")
         # The cluster client retries a command itself across a failover (CLUSTERDOWN, MOVED, a node gone: it asks
         # the cluster for the slots again); its retry object sets how many times and how long it waits between.
+        # Not from_url: it would put redis-py's own SSLConnection for rediss:// in place of the class chosen above.
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        if options.pop("db", 0) != 0:
+            raise ValueError("redis.cluster: a cluster has database 0 only: drop the /N from the URL")
         try:
-            return redis.RedisCluster.from_url(url, retry=retry, **common)
+            return redis.RedisCluster(retry=retry, **{**options, **common})
         except (RedisError, RedisClusterException) as exc:  # it asks the nodes for their slots and commands now
             raise _why_no_cluster(url, common, exc) from exc
     return redis.Redis.from_url(url, retry=retry, retry_on_error=[RedisConnectionError, BusyLoadingError], **common)

@@ -7,9 +7,11 @@ its unions: the door is imported by plug-ins, so it must not need the config bac
 from __future__ import annotations
 
 from typing import Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from common.redact import redact
 from common.settings import ConfigPath, Strict
 
 
@@ -89,6 +91,10 @@ class RedisConfig(Strict):
         if self.cluster and (self.url or "unix://").startswith("unix://"):
             got = "none is set (the embedded server is a single node)" if self.url is None else "a unix socket is not"
             raise ValueError(f"cluster: true needs a redis:// or rediss:// url of one of its nodes; {got}")
+        if self.cluster and urlsplit(self.url or "").path.strip("/") not in ("", "0"):
+            raise ValueError(
+                f"cluster: true: a cluster has database 0 only; drop the /N from the url ({redact(self.url or '')})"
+            )
         return self
 
     @model_validator(mode="after")

@@ -142,12 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     if url is None:
         print("no Redis to look at: set REDIS_URL, --redis-url or redis.url", file=sys.stderr)
         return 2
-    client = connect(url, cfg.redis)
     console = Console()
     stop = threading.Event()  # Ctrl-C ends it between two looks, never inside redis-py
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    client: Client | None = None
     try:
+        client = connect(url, cfg.redis)  # a cluster's client asks the nodes for the slot map here
         before = look(client, cfg)
         if args.once:
             stop.wait(args.interval)
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"redis at {redact(url)}: {exc}", file=sys.stderr)
         return 1
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 if __name__ == "__main__":

