@@ -156,17 +156,23 @@ class Arrivals:
     def _rank(self, key: str, now: float) -> tuple[int, float] | None:
         """(2, 0) for a stream not seen yet; (1, how long since its last frame was taken) for one whose pace is not
         known, or past its patience with a fresh frame; else (0, the expected capture time of its newest unread
-        frame); None when none is due."""
+        frame); None when none is due. Past capacity every due stream is ranked for every batch: written out, not
+        through ``_due_at`` and ``_landed`` (the same sums), which made it three times as slow."""
         cam = self._cameras.get(key)
         if cam is None:
             return 2, 0.0
-        if now < self._due_at(cam):
+        interval, capture_ts, lag = cam.interval, cam.capture_ts, cam.lag
+        if cam.misses or interval is None:
+            if now < self._due_at(cam):
+                return None
+            if interval is None:  # no pace to go by: in turn, the longest waiting first
+                return 1, now - cam.taken_at
+        elif now < capture_ts + interval + lag:
             return None
+        landed = (now - lag - capture_ts) // interval
+        newest = capture_ts + (landed if landed > 1 else 1) * interval
         waited = now - cam.taken_at
-        if cam.interval is None:  # no pace to go by: in turn, the longest waiting first
-            return 1, waited
-        newest = cam.capture_ts + self._landed(cam, now, cam.interval) * cam.interval
-        if waited > PATIENCE * cam.interval and now - cam.lag - newest <= cam.interval / 2:
+        if waited > PATIENCE * interval and now - lag - newest <= interval / 2:
             return 1, waited
         return 0, newest
 

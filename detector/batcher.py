@@ -123,9 +123,13 @@ class Batcher:
             return
         visited: set[str] = set()
         live_keys = set(live)
+        ranked: list[str] = []  # ranked once for this visit and the next (ranking every due stream is the cost)
         while len(self._live) < self.max_batch and len(visited) < len(live) and not stop.is_set():
             now = time.time()
-            keys = self._arrivals.freshest(live_keys - visited, now, self.max_batch - len(self._live))
+            need = self.max_batch - len(self._live)
+            if len(ranked) < need:
+                ranked = self._arrivals.freshest(live_keys - visited, now, 2 * need)
+            keys, ranked = ranked[:need], ranked[need:]
             if not keys:
                 break
             visited.update(keys)

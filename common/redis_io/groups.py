@@ -26,7 +26,7 @@ from common.redis_io.connection import TRANSIENT_ERRORS, Client, is_cluster
 from common.redis_io.errors import RedisIOError, Refused, Unavailable, translated
 from common.redis_io.inspect import GroupState, group_states
 from common.redis_io.scripts import run_script
-from common.redis_io.shards import ShardReads
+from common.redis_io.shards import ShardReads, by_slot
 from common.redis_io.streams import entry_payload, reply_entries, scan_stream_keys, text
 from common.settings import ConsumerConfig
 from common.wire import FIELD, M, WireError, decode
@@ -37,45 +37,58 @@ _RETRIED: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, Unavailable)
 """What :meth:`GroupReader.read` backs off on (Unavailable: from a ``discover`` that goes through the door)."""
 
 NEWEST = """
-local group, consumer, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local last, lag, read
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local t = {}
-  for i = 1, #g, 2 do t[g[i]] = g[i + 1] end
-  if t['name'] == group then last, lag, read = t['last-delivered-id'], t['lag'], t['entries-read'] end
-end
-if not last then return redis.error_reply('NOGROUP no consumer group ' .. group .. ' on ' .. KEYS[1]) end
+local group, consumer, keep, field = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local function recording(entry)
   local fields = entry[2]
   for i = 1, #fields, 2 do
-    if fields[i] == ARGV[5] then return string.find(fields[i + 1], '\\164live\\194', 1, true) ~= nil end
+    if fields[i] == field then return string.find(fields[i + 1], '\\164live\\194', 1, true) ~= nil end
   end
   return false
 end
-local skipped = 0
-local tail = redis.call('XREVRANGE', KEYS[1], '+', '(' .. last, 'COUNT', keep + 1)
-if #tail > keep and not recording(tail[1]) then
-  local cut = tail[keep + 1][1]
-  if lag then
-    skipped = lag - keep
-  else
-    skipped = #redis.call('XRANGE', KEYS[1], '(' .. last, cut)
+local out = {}
+for k = 1, #KEYS / 2 do
+  local stream, tally, name = KEYS[2 * k - 1], KEYS[2 * k], ARGV[4 + k]
+  local last, lag, read
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      local t = {}
+      for i = 1, #g, 2 do t[g[i]] = g[i + 1] end
+      if t['name'] == group then last, lag, read = t['last-delivered-id'], t['lag'], t['entries-read'] end
+    end
   end
-  if lag and read then
-    redis.call('XGROUP', 'SETID', KEYS[1], group, cut, 'ENTRIESREAD', read + skipped)
+  if not last then
+    out[k] = {-1, 'NOGROUP no consumer group ' .. group .. ' on ' .. stream}
   else
-    redis.call('XGROUP', 'SETID', KEYS[1], group, cut)
+    local skipped = 0
+    local tail = redis.call('XREVRANGE', stream, '+', '(' .. last, 'COUNT', keep + 1)
+    if #tail > keep and not recording(tail[1]) then
+      local cut = tail[keep + 1][1]
+      if lag then
+        skipped = lag - keep
+      else
+        skipped = #redis.call('XRANGE', stream, '(' .. last, cut)
+      end
+      if lag and read then
+        redis.call('XGROUP', 'SETID', stream, group, cut, 'ENTRIESREAD', read + skipped)
+      else
+        redis.call('XGROUP', 'SETID', stream, group, cut)
+      end
+      redis.call('HINCRBY', tally, name, skipped)
+    end
+    out[k] = {skipped, redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', keep, 'STREAMS', stream, '>')}
   end
-  redis.call('HINCRBY', KEYS[2], ARGV[4], skipped)
 end
-return {skipped, redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', keep, 'STREAMS', KEYS[1], '>')}
+return out
 """
-"""Skip a stream's undelivered entries but the newest ``keep``, tally how many (a hash field), and read those
-``keep``: in one step on the server, so that no consumer of the group reads in between and nothing skipped travels.
-A stream whose newest frame is a recording's is read as it is, oldest first: the server's msgpack cannot read the
-frame (it has no bin type), so the script looks for the encoded pair ``live: false`` (fixstr "live", then 0xc2),
-which only a recording's frame holds. KEYS: the stream, the tally hash; ARGV: group, consumer, keep, the tally's
-field, the message field."""
+"""For each stream: skip its undelivered entries but the newest ``keep``, tally how many (a hash field), and read
+those ``keep``: in one step on the server, so that no consumer of the group reads in between and nothing skipped
+travels. Many streams in one run (past capacity a batch visits dozens): one command, not one each, to send, parse
+and run. A stream whose newest frame is a recording's is read as it is, oldest first: the server's msgpack cannot
+read the frame (it has no bin type), so the script looks for the encoded pair ``live: false`` (fixstr "live", then
+0xc2), which only a recording's frame holds. KEYS: each stream then its tally hash (one slot on a cluster); ARGV:
+group, consumer, keep, the message field, then each stream's field in its tally. Per stream: {skipped, entries},
+or {-1, the error} for a stream without the group."""
 
 
 @dataclass(frozen=True)
@@ -338,9 +351,14 @@ class GroupReader:
         never raises on Redis trouble: it logs and returns nothing (the caller serves what it has)."""
         if not keys:
             return [], {}
+        groups = by_slot(list(keys)) if is_cluster(self.client) else {0: list(keys)}  # a run's keys share a slot
+        order = [key for slot_keys in groups.values() for key in slot_keys]
         calls = [
-            ([key, tally(name)], [self.group, self.consumer, keep, name, self.payload_field])
-            for key, name in keys.items()
+            (
+                [k for key in slot_keys for k in (key, tally(keys[key]))],
+                [self.group, self.consumer, keep, self.payload_field, *(keys[key] for key in slot_keys)],
+            )
+            for slot_keys in groups.values()
         ]
         try:
             replies = run_script(self.client, NEWEST, calls)
@@ -348,14 +366,19 @@ class GroupReader:
             self.stats.redis_errors += 1
             log.warning("redis unavailable while catching up with live streams (%s)", exc)
             return [], {}
+        per_stream: list[Any] = []
+        for slot_keys, reply in zip(groups.values(), replies, strict=True):
+            per_stream += [reply] * len(slot_keys) if isinstance(reply, Exception) else reply
         entries: list[Entry] = []
         skipped: dict[str, int] = {}
-        for key, reply in zip(keys, replies, strict=True):
-            if isinstance(reply, Exception):
-                log.warning("cannot catch up with %s: %s", key, reply)
+        for key, reply in zip(order, per_stream, strict=True):
+            if isinstance(reply, Exception) or int(reply[0]) < 0:
+                log.warning(
+                    "cannot catch up with %s: %s", key, reply if isinstance(reply, Exception) else text(reply[1])
+                )
                 self._next_scan = 0.0  # NOGROUP: the rescan recreates the group
                 continue
-            count, read = reply
+            count, read = reply[0], reply[1] if len(reply) > 1 else None
             if int(count):
                 skipped[key] = int(count)
             for _, found in read or ():  # a script's reply: an entry's fields come as a flat list

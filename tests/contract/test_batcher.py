@@ -364,3 +364,28 @@ def test_a_recording_is_never_skipped_even_when_asked_to_catch_up(client: redis.
         {Keys(prefix).frames("rec"): "rec"}, 2, functools.partial(Keys(prefix).shed, "detector:p")
     )
     assert [decode(e.payload, Frame).seq for e in got] == [0, 1] and skipped == {}
+
+
+def test_one_catch_up_run_serves_many_streams_and_a_stream_without_its_group_fails_alone(
+    client: redis.Redis, prefix: str
+) -> None:
+    """Past capacity a batch visits dozens of streams: one script run catches up with them all, each as if alone (a
+    live one skipped to its newest, a recording read in order, one with nothing new read empty); a stream whose group
+    is gone is logged and left for the rescan to mend, not the end of the others."""
+    keys = Keys(prefix)
+    push(client, prefix, "live", 10)
+    push(client, prefix, "rec", 10, live=False)
+    push(client, prefix, "quiet", 1)
+    push(client, prefix, "gone", 3)
+    b = batcher(client, prefix, max_batch=4, max_wait_ms=10, shed_behind=0)
+    streams = ["live", "rec", "quiet", "gone"]
+    b.reader.read(block_ms=0, skip=[keys.frames(s) for s in streams])  # rescans: creates the groups
+    b.reader.read_newest({keys.frames("quiet"): "quiet"}, 1, functools.partial(keys.shed, "detector:p"))
+    client.xgroup_destroy(keys.frames("gone"), "detector:p")
+    got, skipped = b.reader.read_newest(
+        {keys.frames(s): s for s in streams}, 2, functools.partial(keys.shed, "detector:p")
+    )
+    read = {s: [decode(e.payload, Frame).seq for e in got if e.key == keys.frames(s)] for s in streams}
+    assert read == {"live": [8, 9], "rec": [0, 1], "quiet": [], "gone": []}
+    assert skipped == {keys.frames("live"): 8}
+    assert client.hget(keys.shed("detector:p", "live"), "live") == b"8"

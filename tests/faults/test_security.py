@@ -269,7 +269,7 @@ def test_the_stack_runs_as_the_readme_acl_user_and_no_output_holds_a_password(tm
         # The user is as narrow as the README says: it could not do the stack's work with less, nor more with it.
         # The services' scripts (constants of their code) run by their hash, with this user's rights: its keys only.
         sha = admin.script_load(NEWEST)
-        catch_up = ["EVALSHA", sha, "2", f"{PREFIX}:frames:a", f"{PREFIX}:shed:detector:main", "g", "c", "1", "a", "m"]
+        catch_up = ["EVALSHA", sha, "2", f"{PREFIX}:frames:a", f"{PREFIX}:shed:detector:main", "g", "c", "1", "m", "a"]
         allowed = [
             ["HINCRBY", f"{PREFIX}:stale:detector:main", "a", "1"],
             ["XINFO", "GROUPS", f"{PREFIX}:frames:a"],
