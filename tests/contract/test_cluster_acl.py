@@ -57,8 +57,11 @@ def user_url(cluster: ValkeyCluster, name: str) -> str:
     return cluster.url.replace(f":{ADMIN}@", f"{name}:{USER_PASSWORD}@")
 
 
-def stacks_work(client: Client) -> None:
-    """The door's every kind of call, as the stack makes them, across the three primaries."""
+def assert_the_stacks_work(cluster: ValkeyCluster, cfg: RedisConfig) -> None:
+    """The door's every kind of call, as the stack makes them, across the three primaries, through a client made with
+    ``cfg``; and no node refused anything."""
+    assert cfg.url is not None
+    client: Client = connect(cfg.url, cfg)
     keys = Keys(PREFIX, shards=12)
     names = spread_cameras(keys, 6)
     reader = GroupReader(
@@ -95,18 +98,15 @@ def stacks_work(client: Client) -> None:
         assert release(client, lease, "t1")
     finally:
         reader.close()
+        client.close()
+    refused = {node.port: denials(cluster.client(node)) for node in cluster.nodes}
+    assert all(not found for found in refused.values()), refused
 
 
 def test_the_readme_user_with_the_cluster_rights_does_the_stacks_work(cluster: ValkeyCluster) -> None:
     set_user(cluster, "streamyolo", CLUSTER_RIGHTS)
     url = user_url(cluster, "streamyolo")
-    client: Client = connect(url, RedisConfig(url=url, cluster=True, socket_timeout_s=5))
-    try:
-        stacks_work(client)
-    finally:
-        client.close()
-    refused = {node.port: denials(cluster.client(node)) for node in cluster.nodes}
-    assert all(not found for found in refused.values()), refused
+    assert_the_stacks_work(cluster, RedisConfig(url=url, cluster=True, socket_timeout_s=5))
 
 
 def test_without_the_cluster_rights_the_client_says_which_are_missing(cluster: ValkeyCluster) -> None:
@@ -147,13 +147,7 @@ def test_over_mutual_tls_a_cluster_does_the_stacks_work_and_refuses_a_stranger(t
         url=url, cluster=True, socket_timeout_s=5,
         tls_ca_file=pki / "ca.crt", tls_cert_file=pki / "client.crt", tls_key_file=pki / "client.key",
     )  # fmt: skip
-    client: Client = connect(url, cfg)
-    try:
-        stacks_work(client)
-    finally:
-        client.close()
-    refused = {node.port: denials(tls_cluster.client(node)) for node in tls_cluster.nodes}
-    assert all(not found for found in refused.values()), refused
+    assert_the_stacks_work(tls_cluster, cfg)
     # Refused at once with the reason (a service exits with it: the start does not wait as for an outage).
     rogue = cfg.model_copy(update={"tls_ca_file": pki / "rogue-ca.crt"})  # the nodes' CA is not the one trusted
     said = redis_refusal(url, rogue, threading.Event())
