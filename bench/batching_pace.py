@@ -11,9 +11,9 @@ jitter, as ingest does. The consumer mirrors a replica: a feeder thread takes ``
 (as ``detector.batcher.Feeder`` does), a serving thread holds each batch for ``batch_ms * (1 + n/max_batch) / 2``
 (half fixed, half per frame, like a GPU batch), then acks it. Capacity is ``max_batch / batch_ms`` frames/s;
 each load is a share of it. Per load: served frames/s, latency from capture to the end of the batch (p50, p99,
-max), the p99 of a frame's age when read, frames shed (superseded in hand, or skipped on the server), stale, and
-how often the batcher went into its turns and back. The first quarter of a run is warm-up. Prints a table and
-writes JSON.
+max), the p99 of a frame's age when read, the batching's CPU (the feeder's in ``Batcher.next``, in cores per 1,000
+frames/s served), frames shed (superseded in hand, or skipped on the server), stale, and how often the batcher went
+into its turns and back. The first quarter of a run is warm-up. Prints a table and writes JSON.
 
 This measures scheduling, not inference: every figure of the model, the decoder and the GPU is in
 ``bench/gpu_bench.py``.
@@ -77,10 +77,15 @@ def run_load(url: str, config: Path, streams: int, args: argparse.Namespace) -> 
     ready: queue.Queue[Gathered | None] = queue.Queue(maxsize=1)  # one batch ahead, as the Feeder
     turns = {"entered": 0, "left": 0}
 
+    gather_cpu = [0.0]  # the feeder's CPU seconds in Batcher.next past the warm-up: the host's cost of batching
+
     def feed() -> None:
         was = False
         while not stop.is_set():
+            cpu = time.thread_time()
             batch = batcher.next(stop)
+            if time.time() >= warm:
+                gather_cpu[0] += time.thread_time() - cpu
             if batcher.overloaded != was:
                 turns["entered" if batcher.overloaded else "left"] += 1
                 was = batcher.overloaded
@@ -126,6 +131,7 @@ def run_load(url: str, config: Path, streams: int, args: argparse.Namespace) -> 
         "served_fps": round(served / window, 1), "served_of_capacity": round(served / window / capacity, 3),
         "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1),
         "max_ms": round(float(lat.max()), 1), "read_p99_ms": round(float(np.percentile(read_ages or [0.0], 99)), 1),
+        "gather_cores_per_1000_fps": round(gather_cpu[0] / window / max(served / window / 1000, 1e-9), 3),
         "shed_in_hand": shed, "skipped_on_server": skipped, "stale": stale,
         "turns_entered": turns["entered"], "turns_left": turns["left"], "max_hand": hand,
     }  # fmt: skip
@@ -156,10 +162,11 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     print(f"\ncapacity {capacity:.0f} frames/s (batch {args.max_batch} in {args.batch_ms} ms), {args.fps} fps cameras")
     print(f"{'load':>5} {'streams':>7} {'served/s':>9} {'of cap':>6} {'p50':>6} {'p99':>6} {'max':>6} {'read99':>6} "
-          f"{'shed':>6} {'skipped':>7} {'stale':>5} {'turns':>5}")  # fmt: skip
+          f"{'gather':>6} {'shed':>6} {'skipped':>7} {'stale':>5} {'turns':>5}")  # fmt: skip
     for r in rows:
         print(f"{r['load']:>5} {r['streams']:>7} {r['served_fps']:>9} {r['served_of_capacity']:>6} {r['p50_ms']:>6} "
-              f"{r['p99_ms']:>6} {r['max_ms']:>6} {r['read_p99_ms']:>6} {r['shed_in_hand']:>6} "
+              f"{r['p99_ms']:>6} {r['max_ms']:>6} {r['read_p99_ms']:>6} "
+              f"{r['gather_cores_per_1000_fps']:>6} {r['shed_in_hand']:>6} "
               f"{r['skipped_on_server']:>7} {r['stale']:>5} {r['turns_entered']:>5}")  # fmt: skip
     write_report(args.out, {
         "batching_pace": rows, "tag": args.tag, "capacity_fps": capacity, "max_batch": args.max_batch,
