@@ -157,6 +157,8 @@ class GroupReader:
     payload_field: str = FIELD
     stats: ReaderStats = field(default_factory=ReaderStats)
     _keys: list[str] = field(default_factory=list)
+    _names: dict[str, bytes] = field(default_factory=dict)
+    """The keys as bytes, for the commands that name them all."""
     _backlog: dict[str, str] = field(default_factory=dict)
     """Keys whose own pending entries are still to re-read, with the id read up to."""
     _next_scan: float = 0.0
@@ -238,7 +240,10 @@ class GroupReader:
             return []
 
         def read(target: Any, some: list[str], block: int | None) -> Any:  # BLOCK 0 would wait forever: None
-            return target.xreadgroup(self.group, self.consumer, dict.fromkeys(some, ">"), count=self.count, block=block)
+            # The names as bytes: redis-py checks and encodes every argument in Python, and a read names every
+            # stream (most of the CPU of a read of hundreds of streams that brings a few frames).
+            streams = dict.fromkeys([self._names.get(k) or k.encode() for k in some], b">")
+            return target.xreadgroup(self.group, self.consumer, streams, count=self.count, block=block)
 
         self._shards = self._shards or ShardReads(self.client, f"read-{self.group}")
         replies = self._shards.read(keys, read, block_ms)
@@ -336,6 +341,7 @@ class GroupReader:
             create_group(self.client, key, self.group)
         self._backlog.update(dict.fromkeys(new, "0"))  # a restarted consumer finds its own pending entries here
         self._keys = keys
+        self._names = {k: k.encode() for k in keys}
 
     @translated
     def read_newest(
