@@ -157,7 +157,7 @@ class Arrivals:
         """(2, 0) for a stream not seen yet; (1, how long since its last frame was taken) for one whose pace is not
         known, or past its patience with a fresh frame; else (0, the expected capture time of its newest unread
         frame); None when none is due. Past capacity every due stream is ranked for every batch: written out, not
-        through ``_due_at`` and ``_landed`` (the same sums), which made it three times as slow."""
+        through ``_due_at`` and ``_landed`` (the same sums), which made it about twice as slow."""
         cam = self._cameras.get(key)
         if cam is None:
             return 2, 0.0
