@@ -139,19 +139,16 @@ class Batcher:
             for key in keys:
                 # The frame this visit came for is still on its way (late: the visit was early), or the one read is
                 # about to be superseded (the visit came late): shed it and take the next, when it lands.
-                late = [h for h in found.get(key, []) if self._arrivals.late(key, h.frame, now)]
-                old = [
-                    h
-                    for h in found.get(key, [])
-                    if h not in late
-                    and self._arrivals.superseded_soon(key, h.frame, _arrival(h.entry.id)[0] / 1000, now)
-                ]
-                for h in late + old:
-                    self._seen(h)
-                    out.shed.append(h.entry)
-                    found[key].remove(h)
-                superseded += len(old)
-                if not found.get(key) and not old:
+                held, old = found.get(key, []), 0
+                for h in list(held):
+                    late = self._arrivals.late(key, h.frame, now)
+                    if late or self._arrivals.superseded_soon(key, h.frame, _landed_at(h), now):
+                        self._seen(h)
+                        out.shed.append(h.entry)
+                        held.remove(h)
+                        old += not late
+                superseded += old
+                if not held and not old:  # nothing new yet: come back shortly
                     self._arrivals.missed(key, now)
             self._hold_fresh(found, out, keep=1)  # and the older in hand of those streams are superseded
             visits, skipped = self._rotation  # a frame shed as about to be superseded lost to the load too
@@ -243,7 +240,7 @@ class Batcher:
 
     def _seen(self, held: Held) -> None:
         """Tell the arrivals a live frame was read: when it landed is its entry id's time."""
-        self._arrivals.seen(held.entry.key, held.frame, _arrival(held.entry.id)[0] / 1000, held.read_at)
+        self._arrivals.seen(held.entry.key, held.frame, _landed_at(held), held.read_at)
 
     def _pick(self, out: Gathered) -> None:
         """Up to max_batch frames from the hand: live ones freshest first (the older ones of a stream taken are shed),
@@ -273,6 +270,11 @@ class Batcher:
         if not ids:
             del self._by_stream[ref[0]]
         return held
+
+
+def _landed_at(held: Held) -> float:
+    """When a frame landed in Redis: its entry id's time (the server's clock), in seconds."""
+    return _arrival(held.entry.id)[0] / 1000
 
 
 def _arrival(entry_id: str) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,13 @@ read the frame (it has no bin type), so the script looks for the encoded pair ``
 0xc2), which only a recording's frame holds. KEYS: each stream then its tally hash (one slot on a cluster); ARGV:
 group, consumer, keep, the message field, then each stream's field in its tally. Per stream: {skipped, entries},
 or {-1, the error} for a stream without the group."""
+
+
+def _per_stream(runs: Iterable[list[str]], replies: list[Any]) -> Iterator[tuple[str, Any]]:
+    """Each stream's reply from :data:`NEWEST`'s runs (the streams of each run, its reply): a run that failed as a
+    whole stands for each of its streams."""
+    for keys, reply in zip(runs, replies, strict=True):
+        yield from zip(keys, [reply] * len(keys) if isinstance(reply, Exception) else reply, strict=True)
 
 
 @dataclass(frozen=True)
@@ -358,7 +365,6 @@ class GroupReader:
         if not keys:
             return [], {}
         groups = by_slot(list(keys)) if is_cluster(self.client) else {0: list(keys)}  # a run's keys share a slot
-        order = [key for slot_keys in groups.values() for key in slot_keys]
         calls = [
             (
                 [k for key in slot_keys for k in (key, tally(keys[key]))],
@@ -372,19 +378,16 @@ class GroupReader:
             self.stats.redis_errors += 1
             log.warning("redis unavailable while catching up with live streams (%s)", exc)
             return [], {}
-        per_stream: list[Any] = []
-        for slot_keys, reply in zip(groups.values(), replies, strict=True):
-            per_stream += [reply] * len(slot_keys) if isinstance(reply, Exception) else reply
         entries: list[Entry] = []
         skipped: dict[str, int] = {}
-        for key, reply in zip(order, per_stream, strict=True):
+        for key, reply in _per_stream(groups.values(), replies):
             if isinstance(reply, Exception) or int(reply[0]) < 0:
                 log.warning(
                     "cannot catch up with %s: %s", key, reply if isinstance(reply, Exception) else text(reply[1])
                 )
                 self._next_scan = 0.0  # NOGROUP: the rescan recreates the group
                 continue
-            count, read = reply[0], reply[1] if len(reply) > 1 else None
+            count, read = reply
             if int(count):
                 skipped[key] = int(count)
             for _, found in read or ():  # a script's reply: an entry's fields come as a flat list
